@@ -1,0 +1,121 @@
+"""Samples for training and evaluation: one cell line's shards and gene table, held in memory.
+
+Sequence stays as uint8 codes and Hi-C at its bin resolution; both are expanded per batch
+(one-hot, bins -> bases), so memory is ~(1 + 4 * n_tracks) bytes per base per gene.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import shards
+from .genes import DataError
+
+FEATURES = (
+    "UTR5LEN_log10zscore", "CDSLEN_log10zscore", "INTRONLEN_log10zscore", "UTR3LEN_log10zscore",
+    "UTR5GC", "CDSGC", "UTR3GC", "ORFEXONDENSITY", "promoter_activity",
+)
+
+
+@dataclass
+class Batch:
+    seq: torch.Tensor        # (B, L, 4) one-hot, N = zeros
+    signals: torch.Tensor    # (B, C, L) raw signal values
+    features: torch.Tensor   # (B, 9)
+    target: torch.Tensor     # (B,) log10(CAGE + 1)
+    index: torch.Tensor      # (B,) row in the CellData
+
+    def to(self, device):
+        return Batch(*(t.to(device) for t in (self.seq, self.signals, self.features, self.target, self.index)))
+
+
+class CellData:
+    """All genes of one cell line at one input length, with the signals a model asks for.
+
+    ``signals`` are names of the cell line's signals in model order; each is a bigWig track of the
+    shards or, if not among them, the shards' Hi-C.
+    """
+
+    def __init__(self, cell: str, genes_tsv: str, shard_paths: list[str], signals: list[str], length: int):
+        self.cell = cell
+        self.length = int(length)
+        self.signal_names = list(signals)
+        sh = shards.read_shards(shard_paths)
+        genes = pd.read_csv(genes_tsv, sep="\t", dtype={"gene_id": str, "chrom": str})
+        genes = genes.set_index("gene_id")
+        gid = np.asarray(sh["gene_id"]).astype(str)
+        missing = [g for g in gid if g not in genes.index]
+        if missing:
+            raise DataError(f"{shard_paths[0]}...: gene {missing[0]} of the shards is not in {genes_tsv}")
+        genes = genes.loc[gid]
+        window = int(sh["window"])
+        if self.length > window:
+            raise DataError(f"input length {self.length} is longer than the shards' window {window} ({cell})")
+        self.gene_id = gid
+        self.chrom = genes["chrom"].to_numpy()
+        self.split = genes["split"].to_numpy()
+        self.target = genes["target"].to_numpy(np.float32)
+        self.features = genes[list(FEATURES)].to_numpy(np.float32)
+        self.seq = np.ascontiguousarray(shards.crop(sh["seq"], window, self.length))
+        track_names = [str(t) for t in sh["track_names"]]
+        self._channels = []  # per signal: ("track", i) or ("hic", None)
+        tracks = []
+        for name in self.signal_names:
+            if name in track_names:
+                tracks.append(shards.crop(sh["tracks"][:, track_names.index(name)], window, self.length))
+                self._channels.append(("track", len(tracks) - 1))
+            elif sh["hic"].shape[1] > 0:
+                self._channels.append(("hic", None))
+            else:
+                raise DataError(f"cell line {cell}: signal {name!r} is neither a track of its shards "
+                                f"({track_names}) nor Hi-C")
+        self.tracks = np.ascontiguousarray(np.stack(tracks, 1)) if tracks else None  # (n, T, L)
+        self.hic, self.hic_offsets = sh["hic"], sh["hic_offsets"]
+        self.hic_resolution, self.tss, self.window = int(sh["hic_resolution"]), sh["tss"], window
+
+    def __len__(self) -> int:
+        return len(self.gene_id)
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def batch(self, idx) -> Batch:
+        idx = np.asarray(idx)
+        seq = torch.from_numpy(shards.one_hot(self.seq[idx]))  # (B, L, 4)
+        chans = []
+        hic = None
+        for kind, i in self._channels:
+            if kind == "track":
+                chans.append(self.tracks[idx, i])
+            else:
+                if hic is None:
+                    hic = shards.expand_hic(self.hic[idx], self.hic_offsets, self.hic_resolution,
+                                            self.tss[idx], self.window, self.length)
+                chans.append(hic)
+        signals = (torch.from_numpy(np.stack(chans, 1).astype(np.float32, copy=False)) if chans
+                   else torch.zeros(len(idx), 0, self.length))  # (B, C, L)
+        return Batch(seq, signals, torch.from_numpy(self.features[idx]), torch.from_numpy(self.target[idx]),
+                     torch.from_numpy(idx.astype(np.int64)))
+
+
+class GeneIndex(torch.utils.data.Dataset):
+    """A split of one CellData as a map-style dataset of row indices; batches are built in collate."""
+
+    def __init__(self, data: CellData, split: str):
+        self.data = data
+        self.rows = data.indices(split)
+        if len(self.rows) == 0:
+            raise DataError(f"cell line {data.cell}: no genes in the {split!r} split")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> int:
+        return int(self.rows[i])
+
+    def collate(self, rows: list[int]) -> Batch:
+        return self.data.batch(np.asarray(rows))

@@ -1,0 +1,267 @@
+"""Training and evaluation of one run (PyTorch Lightning, as the paper).
+
+``train_run`` fits a model on the train split, validates twice per epoch, keeps the checkpoint with
+the lowest validation MSE and writes it as a portable ``model.pt`` (a plain state_dict plus the
+settings needed to rebuild the model). Rerunning it resumes from ``checkpoints/last.ckpt``.
+``evaluate_run`` scores a ``model.pt`` on one cell line's test split, optionally with a test-time
+variant (a signal zeroed), through the one metrics function.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from .data import FEATURES, CellData, GeneIndex
+from .metrics import regression_metrics
+from .model import ModelConfig, PrismModel
+from .runs import ModelSpec, Run
+
+
+def build_model(model_cfg: dict, spec: ModelSpec) -> PrismModel:
+    """The model of one run: architecture from the config, variant from the run's settings."""
+    spec = spec.canonical()
+    cfg = ModelConfig(
+        **{k: model_cfg[k] for k in ("d_model", "n_layer", "d_state", "d_conv", "expand", "confounder_width",
+                                     "center_len") if k in model_cfg},
+        n_signals=len(spec.signals), n_features=len(FEATURES), K=spec.K,
+        lambda1=spec.lambda1, lambda2=spec.lambda2,
+    )
+    return PrismModel(cfg)
+
+
+def lr_at(step: int, training: dict) -> float:
+    """Per-step learning rate: linear warmup from warmup_start_lr to lr, then cosine to min_lr at max_steps."""
+    lr, start, warm = training["lr"], training["warmup_start_lr"], training["warmup_steps"]
+    end, total = training["min_lr"], training["max_steps"]
+    if step < warm:
+        return start + (lr - start) * step / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return end + 0.5 * (lr - end) * (1.0 + math.cos(math.pi * progress))
+
+
+class PrismTask(L.LightningModule):
+    """The paper's objective: pred_loss + lambda1 * intervention_loss + lambda2 * uniform_loss."""
+
+    def __init__(self, model_cfg: dict, spec: dict, training: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = ModelSpec.from_settings(spec)
+        self.training_cfg = training
+        self.model = build_model(model_cfg, self.spec)
+        self._val = []
+
+    def training_step(self, batch, batch_idx):
+        signals = batch.signals
+        if self.spec.retention < 1.0:  # input-signal dropout (Table 16), inverted so test needs no rescale
+            signals = torch.nn.functional.dropout(signals, p=1.0 - self.spec.retention)
+        out = self.model(batch.seq, signals, batch.features)
+        losses = self.model.loss(out, batch.target)
+        self.log_dict({f"train_{k}": v.detach() for k, v in losses.items()}, batch_size=len(batch.target))
+        return losses["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        out = self.model(batch.seq, batch.signals, batch.features)
+        self._val.append((batch.target.float().cpu(), out["pred"].float().cpu()))
+
+    def on_validation_epoch_end(self):
+        if not self._val:
+            return
+        y = torch.cat([v[0] for v in self._val]).numpy()
+        p = torch.cat([v[1] for v in self._val]).numpy()
+        self._val.clear()
+        m = regression_metrics(y, p)
+        self.log_dict({f"val_{k}": float(m[k]) for k in ("mse", "mae", "pearson")}, prog_bar=False)
+
+    def configure_optimizers(self):
+        t = self.training_cfg
+        opt = torch.optim.AdamW(self.model.param_groups(t["weight_decay"]), lr=t["lr"], betas=tuple(t["betas"]))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(step, t) / t["lr"])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class Progress(L.Callback):
+    """Plain-text progress for job logs (no carriage returns), and history.csv for loss curves."""
+
+    def __init__(self, history: Path, every: int, log):
+        self.history, self.every, self.log = history, max(1, every), log
+        self._t0 = time.monotonic()
+        self._step0 = 0
+
+    def _append(self, row: dict):
+        new = not self.history.exists()
+        with open(self.history, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "kind", "loss", "pred_loss", "intervention_loss",
+                                               "uniform_loss", "lr", "val_mse", "val_mae", "val_pearson"])
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def on_train_start(self, trainer, task):
+        step = trainer.global_step
+        self._step0, self._t0 = step, time.monotonic()
+        if self.history.exists():  # resumed: forget what came after the checkpoint
+            with open(self.history, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+            self.history.unlink()
+            for r in rows:
+                self._append(r)
+        self.log(f"training from step {step} to {trainer.max_steps}")
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        rate = (step - self._step0) / max(1e-9, time.monotonic() - self._t0)
+        self.log(f"step {step}/{trainer.max_steps} loss {m.get('train_loss', float('nan')):.4f} "
+                 f"lr {lr:.2e} ({rate:.1f} steps/s)")
+        self._append({"step": step, "kind": "train", "loss": m.get("train_loss"),
+                      "pred_loss": m.get("train_pred_loss"), "intervention_loss": m.get("train_intervention_loss"),
+                      "uniform_loss": m.get("train_uniform_loss"), "lr": lr})
+
+    def on_validation_end(self, trainer, task):
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        if m:
+            self.log(f"step {trainer.global_step}: validation mse {m['val_mse']:.4f} "
+                     f"mae {m['val_mae']:.4f} pearson {m['val_pearson']:.4f}")
+            self._append({"step": trainer.global_step, "kind": "val", **m})
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _accelerator(training: dict) -> tuple[str, str]:
+    if torch.cuda.is_available():
+        return "gpu", ("bf16-mixed" if training.get("precision", "auto") == "auto" else training["precision"])
+    return "cpu", "32-true"
+
+
+def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]], model_cfg: dict,
+              training: dict, out_dir: str | Path, *, threads: int | None = None, log=print) -> dict:
+    """Train one run; write ``model.pt`` and ``history.csv`` into out_dir; return a summary."""
+    if len(run.cells) != 1:
+        raise NotImplementedError(f"mixed-cell training ({run.cells_id}) is not implemented yet")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    cell = run.cells[0]
+    spec = run.model
+    data = CellData(cell, genes[cell], shard_paths[cell], list(spec.signals), spec.length)
+    train_set, val_set = GeneIndex(data, "train"), GeneIndex(data, "valid")
+    log(f"run {run.path}: {len(train_set)} train / {len(val_set)} valid genes of {cell}, "
+        f"settings {spec.as_dict()}")
+    gen = torch.Generator().manual_seed(run.seed)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=training["batch_size"], shuffle=True, drop_last=len(train_set) > training["batch_size"],
+        collate_fn=train_set.collate, generator=gen, num_workers=training.get("num_workers", 0))
+    val_loader = torch.utils.data.DataLoader(
+        val_set, batch_size=max(64, training["batch_size"]), shuffle=False, collate_fn=val_set.collate,
+        num_workers=training.get("num_workers", 0))
+    task = PrismTask(model_cfg, spec.as_dict(), training)
+    ckpt_dir = out / "checkpoints"
+    best_cb = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val_mse", mode="min", save_top_k=1, save_last=True,
+        enable_version_counter=False)
+    accelerator, precision = _accelerator(training)
+    steps_per_epoch = len(train_loader)
+    val_every = max(1, steps_per_epoch // training["val_per_epoch"])
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, max_steps=training["max_steps"],
+        max_epochs=-1, gradient_clip_val=training["grad_clip"], val_check_interval=val_every,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, deterministic=True,
+        enable_progress_bar=False, enable_model_summary=False, logger=False, default_root_dir=str(out),
+        callbacks=[best_cb, Progress(out / "history.csv", every=max(1, val_every // 2), log=log)],
+    )
+    last = ckpt_dir / "last.ckpt"
+    trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
+    best_path = best_cb.best_model_path or str(last)
+    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    state = {k.removeprefix("model."): v for k, v in best["state_dict"].items()}
+    summary = {"run": run.path, "cell": cell, "spec": spec.as_dict(), "model_cfg": dict(model_cfg),
+               "best_val_mse": float(best_cb.best_model_score) if best_cb.best_model_score is not None else None,
+               "best_step": int(best["global_step"]), "steps": int(trainer.global_step),
+               "parameters": sum(p.numel() for p in task.model.parameters() if p.requires_grad)}
+    _atomic_save({"state_dict": state, **summary}, out / "model.pt")
+    log(f"best validation mse {summary['best_val_mse']} at step {summary['best_step']}; wrote {out / 'model.pt'}")
+    return summary
+
+
+def load_model(path: str | Path) -> tuple[PrismModel, dict]:
+    meta = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(meta["model_cfg"], ModelSpec.from_settings(meta["spec"]))
+    model.load_state_dict(meta["state_dict"])
+    model.eval()
+    return model, meta
+
+
+def parse_variant(variant: str, signals: list[str]) -> list[float]:
+    """Per-signal multipliers of a test-time variant: 'full' keeps all, 'drop-<signal>' zeroes one."""
+    if variant == "full":
+        return [1.0] * len(signals)
+    if variant.startswith("drop-") and variant[5:] in signals:
+        return [0.0 if s == variant[5:] else 1.0 for s in signals]
+    raise ValueError(f"unknown test-time variant {variant!r} for a model with signals {signals}")
+
+
+@torch.no_grad()
+def predict(model: PrismModel, data: CellData, rows: np.ndarray, *, multipliers=None, batch_size=64,
+            device="cpu") -> np.ndarray:
+    model.to(device)
+    preds = []
+    for i in range(0, len(rows), batch_size):
+        b = data.batch(rows[i:i + batch_size]).to(device)
+        signals = b.signals
+        if multipliers is not None:
+            signals = signals * torch.tensor(multipliers, dtype=signals.dtype, device=device)[None, :, None]
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            out = model(b.seq, signals, b.features)
+        preds.append(out["pred"].float().cpu().numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, np.float32)
+
+
+def evaluate_run(model_path: str | Path, cell: str, genes_tsv: str, shard_paths: list[str], variant: str,
+                 metrics_out: str | Path, predictions_out: str | Path, *, split="test", threads=None,
+                 log=print) -> dict:
+    """Score a trained model on one cell line's split; write metrics JSON and a per-gene predictions TSV."""
+    if threads:
+        torch.set_num_threads(threads)
+    model, meta = load_model(model_path)
+    spec = ModelSpec.from_settings(meta["spec"])
+    data = CellData(cell, genes_tsv, shard_paths, list(spec.signals), spec.length)
+    rows = data.indices(split)
+    if len(rows) == 0:
+        raise ValueError(f"cell line {cell}: no genes in the {split!r} split of {genes_tsv}")
+    mult = parse_variant(variant, list(spec.signals))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pred = predict(model, data, rows, multipliers=mult, device=device)
+    m = regression_metrics(data.target[rows], pred)
+    result = {**m, "cell": cell, "split": split, "variant": variant, "run": meta["run"],
+              "model": spec.model_id, "best_step": meta["best_step"], "best_val_mse": meta["best_val_mse"]}
+    tmp = Path(str(predictions_out) + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("gene_id\tchrom\ttarget\tprediction\n")
+        for g, c, y, p in zip(data.gene_id[rows], data.chrom[rows], data.target[rows], pred):
+            f.write(f"{g}\t{c}\t{y:.6g}\t{p:.6g}\n")
+    os.replace(tmp, predictions_out)
+    tmp = Path(str(metrics_out) + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, metrics_out)
+    log(f"{cell} {split} ({variant}): mse {m['mse']:.4f} mae {m['mae']:.4f} pearson {m['pearson']:.4f} n {m['n']}")
+    return result

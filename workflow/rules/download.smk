@@ -1,0 +1,16 @@
+# Every download: streamed, resumable, verified by md5 and size (prism.download), then renamed into place.
+
+
+rule download:
+    input:
+        download_inputs,
+    output:
+        "resources/{asset}",
+    params:
+        asset=download_params,
+        lock="resources/checksums.lock.json",
+    log:
+        "results/logs/download/{asset}.log",
+    retries: 2
+    script:
+        "../scripts/download.py"
