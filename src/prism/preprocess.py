@@ -1,0 +1,285 @@
+"""Build one shard (cell line x chromosome) from the gene table, the genome, bigWigs and a .hic.
+
+Each input file is read once per chromosome, in bulk: the chromosome's sequence (pyfaidx), each
+bigWig's per-base values (``bw.values(chrom, 0, size, numpy=True)``) and the .hic's near-diagonal
+band (hicstraw ``getRecords`` in chunks). Per gene, windows are then slices of those arrays.
+
+Transforms, as in the reference code (DATA.md, "How each per-gene input is built"):
+
+- sequence: uppercase A/C/G/T -> 0..3, anything else -> 4 (N); strand ignored (forward only);
+- bigWig tracks: raw per-base values, NaN -> 0, no log, no scaling;
+- Hi-C: observed contacts, normalisation as configured (the paper: VC), 5 kb bins, intra-chromosomal;
+  for each bin offset o around the TSS bin t, x = contact(t, t + o) (0 where no pixel), then
+  :func:`transform_hic` (ABC QC, power-law scaling, pseudocount, NaN -> 0, log10(x + 1)).
+
+Windows reaching past a chromosome end (TSS closer than W/2 to it) are padded with N (code 4) in
+the sequence, 0 in the tracks, and 0 for Hi-C bins outside the chromosome.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from prism.genes import DataError, normalize_chrom, read_gene_table, resolve_chrom
+from prism.shards import N_CODE, encode_seq, hic_offsets_for, write_shard
+
+log = logging.getLogger(__name__)
+
+#: ABC power-law model of contact vs distance: powerlaw(d) = exp(scale - gamma * log(d + 1))
+HIC_GAMMA = 0.87  # gamma of this Hi-C (the reference uses the default, not a fit)
+HIC_GAMMA_REFERENCE = 0.87  # gamma the contacts are rescaled to: the same, so the scaling is the identity
+HIC_MIN_DISTANCE = 5000  # distances are clipped to at least this (bp)
+HIC_PSEUDOCOUNT_DISTANCE = 1_000_000  # pseudocount = min(powerlaw(d), powerlaw(this))
+HIC_QC_FLANK = 500  # a gene whose contacts over TSS +-500 bp sum below HIC_QC_MIN gets NaN
+HIC_QC_MIN = 0.01
+HIC_CHUNK_BINS = 200  # rows of the band fetched per getRecords call
+
+
+# ---------------------------------------------------------------- genome
+
+
+def chrom_sizes(fasta) -> dict[str, int]:
+    """{name: length} of a FASTA (plain or bgzip) read through its pyfaidx index, names as in the file."""
+    import pyfaidx
+
+    try:
+        fa = pyfaidx.Fasta(str(fasta))
+    except (pyfaidx.UnsupportedCompressionFormat, FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{fasta}: cannot index FASTA ({str(exc).splitlines()[0]})") from None
+    try:
+        return {name: len(fa[name]) for name in fa.keys()}
+    finally:
+        fa.close()
+
+
+def gunzip_fasta(src_gz, dest) -> Path:
+    """Stream-decompress a (b)gzip FASTA to `dest` atomically (temp file in the same folder, rename)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        with gzip.open(src_gz, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, length=1 << 22)
+        os.replace(tmp, dest)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{src_gz}: cannot gunzip ({exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dest
+
+
+def _read_chrom_codes(fasta, chrom: str) -> np.ndarray:
+    """Sequence codes (uint8, see prism.shards) of one whole chromosome."""
+    import pyfaidx
+
+    fa = pyfaidx.Fasta(str(fasta), as_raw=True, sequence_always_upper=False)
+    try:
+        name = resolve_chrom(chrom, fa.keys(), fasta)
+        raw = fa[name][:]
+    finally:
+        fa.close()
+    return encode_seq(raw.encode("ascii"))
+
+
+# ---------------------------------------------------------------- Hi-C
+
+
+def powerlaw(distance, gamma: float = HIC_GAMMA) -> np.ndarray:
+    """ABC's expected contact at `distance` bp: exp(scale - gamma * log(d + 1)), d clipped to >= 5 kb,
+    scale = -4.80 + 11.63 * gamma."""
+    d = np.maximum(np.asarray(distance, dtype=np.float64), HIC_MIN_DISTANCE)
+    scale = -4.80 + 11.63 * gamma
+    return np.exp(scale - gamma * np.log(d + 1.0))
+
+
+def transform_hic(contacts, qc_sum, hic_offsets, resolution: int) -> np.ndarray:
+    """Reference transform of raw contacts (n, nb) (NaN where the bin is off the chromosome).
+
+    qc_sum (n,): each gene's contacts summed over the bins covering TSS +-500 bp. Steps:
+    ABC QC (qc_sum < 0.01 -> the gene's contacts NaN); power-law scaling x * powerlaw_ref(d) /
+    powerlaw(d) (gamma 0.87 both: identity); + min(powerlaw(d), powerlaw(1e6)); NaN -> 0;
+    log10(x + 1). d = |offset| * resolution bp. Returns float32 (n, nb).
+    """
+    x = np.array(contacts, dtype=np.float64)
+    x[np.asarray(qc_sum) < HIC_QC_MIN, :] = np.nan
+    d = np.abs(np.asarray(hic_offsets, dtype=np.float64)) * resolution  # (nb,)
+    x = x * (powerlaw(d, HIC_GAMMA_REFERENCE) / powerlaw(d, HIC_GAMMA))[None, :]
+    x = x + np.minimum(powerlaw(d), powerlaw(HIC_PSEUDOCOUNT_DISTANCE))[None, :]
+    x = np.nan_to_num(x, nan=0.0)
+    return np.log10(x + 1.0).astype(np.float32)
+
+
+def _read_hic_band(path, chrom: str, normalization: str, resolution: int, max_offset: int, size: int):
+    """Observed `normalization` contacts at `resolution` within `max_offset` bins of the diagonal.
+
+    Returns band (nbins, max_offset + 1) float64 with band[a, k] = contact(bin a, bin a + k); 0 where
+    the file has no pixel.
+    """
+    import hicstraw
+
+    try:
+        hf = hicstraw.HiCFile(str(path))
+    except Exception as exc:  # hicstraw raises plain RuntimeError / ValueError
+        raise DataError(f"{path}: cannot open .hic ({exc})") from None
+    lengths = {c.name: c.length for c in hf.getChromosomes() if c.name.lower() != "all"}
+    # asking hicstraw for an absent chromosome or resolution crashes the process: check first
+    name = resolve_chrom(chrom, lengths, path)
+    if lengths[name] != size:
+        raise DataError(f"{path}: {name} is {lengths[name]} bp, the genome says {size} (assembly mismatch?)")
+    if resolution not in hf.getResolutions():
+        raise DataError(f"{path}: no {resolution} bp resolution (has {sorted(hf.getResolutions())})")
+    try:
+        mzd = hf.getMatrixZoomData(name, name, "observed", normalization, "BP", resolution)
+    except Exception as exc:
+        raise DataError(
+            f"{path}: no {normalization} normalization vectors for {name} at {resolution} bp ({type(exc).__name__}: {exc})"
+        ) from None
+    nbins = -(-size // resolution)
+    band = np.zeros((nbins, max_offset + 1), dtype=np.float64)
+    for a0 in range(0, nbins, HIC_CHUNK_BINS):
+        a1 = min(nbins, a0 + HIC_CHUNK_BINS) - 1
+        b1 = min(nbins - 1, a1 + max_offset)
+        try:
+            recs = mzd.getRecords(a0 * resolution, a1 * resolution, a0 * resolution, b1 * resolution)
+        except Exception as exc:
+            raise DataError(f"{path}: reading {name} ({normalization}, {resolution} bp) failed: {exc}") from None
+        if not recs:
+            continue
+        x = np.fromiter((r.binX for r in recs), dtype=np.int64, count=len(recs)) // resolution
+        y = np.fromiter((r.binY for r in recs), dtype=np.int64, count=len(recs)) // resolution
+        v = np.fromiter((r.counts for r in recs), dtype=np.float64, count=len(recs))
+        lo, hi = np.minimum(x, y), np.maximum(x, y)
+        k = hi - lo
+        keep = (k <= max_offset) & (lo >= a0) & (lo <= a1)
+        band[lo[keep], k[keep]] = v[keep]
+    return band
+
+
+def hic_features(band, tss, hic_offsets, resolution: int) -> np.ndarray:
+    """Transformed contacts (n, nb) between each TSS's bin and the bins at `hic_offsets` from it."""
+    nbins = band.shape[0]
+    tss = np.asarray(tss, dtype=np.int64)
+    tbin = tss // resolution  # (n,)
+    other = tbin[:, None] + hic_offsets[None, :]  # (n, nb)
+    inside = (other >= 0) & (other < nbins)
+    lo = np.clip(np.minimum(tbin[:, None], other), 0, nbins - 1)
+    k = np.abs(hic_offsets)[None, :].repeat(len(tss), axis=0)
+    contacts = np.where(inside, band[lo, np.minimum(k, band.shape[1] - 1)], np.nan)
+    # ABC QC: contacts between the TSS bin and the (distinct) bins covering [tss - 500, tss + 500)
+    qc = np.zeros(len(tss))
+    first = np.clip((tss - HIC_QC_FLANK) // resolution, 0, nbins - 1)
+    last = np.clip((tss + HIC_QC_FLANK - 1) // resolution, 0, nbins - 1)
+    for j in range(int((last - first).max(initial=0)) + 1):
+        b = first + j
+        ok = b <= last
+        lo_b, k_b = np.minimum(tbin, b), np.abs(b - tbin)
+        qc += np.where(ok, band[lo_b, np.minimum(k_b, band.shape[1] - 1)], 0.0)
+    return transform_hic(contacts, qc, hic_offsets, resolution)
+
+
+# ---------------------------------------------------------------- the shard
+
+
+def build_shard(
+    *,
+    genes_tsv,
+    chrom: str,
+    fasta,
+    tracks: dict,
+    hic: dict | None,
+    window: int,
+    out,
+) -> dict:
+    """Write the shard of one chromosome: every gene of `genes_tsv` on `chrom` (empty shard if none).
+
+    tracks: {name: bigWig path}, in channel order (the paper: h3k27ac, dnase).
+    hic: {"path": .hic, "normalization": "VC", "resolution": 5000} or None (shard gets hic (n, 0)).
+    window: W (even), bp. Returns {"path", "n_genes", "seconds"}.
+    """
+    t0 = time.perf_counter()
+    window = int(window)
+    if window <= 0 or window % 2:
+        raise DataError(f"window must be a positive even number, got {window}")
+    half = window // 2
+    chrom = normalize_chrom(chrom)
+    genes = read_gene_table(genes_tsv)
+    genes = genes[genes["chrom"] == chrom].sort_values("tss", kind="stable")
+    gene_id = genes["gene_id"].to_numpy(dtype=str)
+    tss = genes["tss"].to_numpy(dtype=np.int64)
+    n = len(genes)
+    names = list(tracks)
+    if hic:
+        resolution = int(hic.get("resolution", 5000))
+        normalization = str(hic.get("normalization", "VC"))
+        hic_offsets = hic_offsets_for(window, resolution)
+    else:
+        resolution, normalization, hic_offsets = 0, None, np.zeros(0, dtype=np.int64)
+
+    seq = np.full((n, window), N_CODE, dtype=np.uint8)
+    track_arr = np.zeros((n, len(names), window), dtype=np.float32)
+    hic_arr = np.zeros((n, len(hic_offsets)), dtype=np.float32)
+    if n:
+        codes = _read_chrom_codes(fasta, chrom)
+        size = len(codes)
+        outside = (tss < 0) | (tss >= size)
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise DataError(f"{genes_tsv}: gene {gene_id[i]} TSS {tss[i]} is outside {chrom} of {fasta} ({size} bp)")
+        # pad both ends by W/2 so that window i is padded[tss_i : tss_i + W]
+        padded = np.concatenate([np.full(half, N_CODE, np.uint8), codes, np.full(half, N_CODE, np.uint8)])
+        del codes
+        for i, t in enumerate(tss):
+            seq[i] = padded[t : t + window]
+        del padded
+        for j, name in enumerate(names):
+            values = _read_bigwig_chrom(tracks[name], chrom, size)  # raw, NaN -> 0
+            padded = np.concatenate([np.zeros(half, np.float32), values, np.zeros(half, np.float32)])
+            del values
+            for i, t in enumerate(tss):
+                track_arr[i, j] = padded[t : t + window]
+            del padded
+        if hic:
+            max_offset = int(max(np.abs(hic_offsets).max(), -(-HIC_QC_FLANK // resolution)))
+            band = _read_hic_band(hic["path"], chrom, normalization, resolution, max_offset, size)
+            hic_arr = hic_features(band, tss, hic_offsets, resolution)
+    write_shard(
+        out,
+        gene_id=gene_id,
+        tss=tss,
+        seq=seq,
+        tracks=track_arr,
+        track_names=names,
+        hic=hic_arr,
+        hic_offsets=hic_offsets,
+        hic_resolution=resolution,
+        window=window,
+    )
+    seconds = time.perf_counter() - t0
+    log.info("shard %s: %s, %d genes, W=%d, %.2f s", out, chrom, n, window, seconds)
+    return {"path": str(out), "n_genes": n, "seconds": seconds}
+
+
+def _read_bigwig_chrom(path, chrom: str, size: int) -> np.ndarray:
+    """Per-base values of one whole chromosome, float32, NaN -> 0 (raw: no log, no scaling)."""
+    import pyBigWig
+
+    bw = pyBigWig.open(str(path))
+    if bw is None:
+        raise DataError(f"{path}: not a readable bigWig")
+    try:
+        name = resolve_chrom(chrom, bw.chroms(), path)
+        length = bw.chroms(name)
+        if length != size:
+            raise DataError(f"{path}: {name} is {length} bp, the genome says {size} (assembly mismatch?)")
+        values = bw.values(name, 0, length, numpy=True).astype(np.float32, copy=False)
+    finally:
+        bw.close()
+    return np.nan_to_num(values, copy=False, nan=0.0)
