@@ -1,0 +1,108 @@
+"""The synthetic mirror: deterministic bytes, real formats and layout, a learnable signal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyBigWig
+import pyfaidx
+
+from prism import demo
+
+
+def _md5(path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def test_two_runs_give_identical_bytes(demo_mirror, tmp_path):
+    again = demo.write_mirror(tmp_path / "again", seed=0)
+    first = json.loads(Path(demo_mirror["manifest"]).read_text())["files"]
+    second = json.loads(Path(again["manifest"]).read_text())["files"]
+    assert first.keys() == second.keys()
+    for key in ("genome", "split_csv", "halflife_csv", "expression_csv"):
+        assert _md5(demo_mirror[key]) == _md5(again[key]), key
+    # bigWig (pyBigWig) and .hic (hictkpy) bytes are deterministic too
+    assert first == second
+    other = demo.write_mirror(tmp_path / "seed1", seed=1)
+    assert _md5(other["genome"]) != _md5(demo_mirror["genome"])
+
+
+def test_layout_metadata_and_manifest(demo_mirror):
+    root = Path(demo_mirror["root"])
+    manifest = json.loads(Path(demo_mirror["manifest"]).read_text())["files"]
+    for rel, info in manifest.items():
+        assert _md5(root / rel) == info["md5"] and (root / rel).stat().st_size == info["size"]
+    for cell, entry in demo_mirror["cells"].items():
+        for mark in ("h3k27ac", "dnase"):
+            acc = entry[mark]["accession"]
+            assert acc.startswith("ENCFFSY")
+            path = root / "encode" / "files" / acc / "@@download" / f"{acc}.bigWig"
+            assert str(path) == entry[mark]["path"]
+            meta = json.loads((path.parent.parent / "metadata.json").read_text())
+            assert meta["accession"] == acc and meta["md5sum"] == _md5(path)
+            assert meta["file_size"] == path.stat().st_size
+            assert meta["assembly"] == "GRCh38" and meta["file_format"] == "bigWig" and meta["status"] == "released"
+            assert meta["output_type"] == "fold change over control"
+        acc = entry["hic"]["accession"]
+        path = root / "4dn" / "files-processed" / acc / "@@download" / f"{acc}.hic"
+        meta = json.loads((path.parent.parent / "metadata.json").read_text())
+        assert meta["md5sum"] == _md5(path) and meta["file_size"] == path.stat().st_size
+    assert demo_mirror["cells"]["synthA"]["genelist"].endswith("abc/synthA/GeneList.txt")
+    assert demo_mirror["cells"]["synthC"]["genelist"] is None
+    assert demo_mirror["cells"]["synthC"]["cage_bigwig"].endswith("fantom5/synthC_CAGE.bw")
+
+
+def test_tables_have_the_real_columns(demo_mirror):
+    split = pd.read_csv(demo_mirror["split_csv"])
+    assert list(split.columns) == (
+        ["ENSID", "chrom"] + [f"fold_{k}" for k in range(1, 13)] + ["fold_enformer", "Gene name"]
+    )
+    by_chrom = split.groupby("chrom")["fold_11"].unique().to_dict()
+    assert {c: list(v) for c, v in by_chrom.items()} == {
+        "chr1": ["train"], "chr2": ["train"], "chr3": ["valid"], "chr21": ["valid"], "chr22": ["test"], "chrX": ["test"]
+    }
+    counts = split["fold_11"].value_counts().to_dict()
+    assert counts == demo_mirror["n_genes"] == {"train": 360, "valid": 120, "test": 120}
+    hl = pd.read_csv(demo_mirror["halflife_csv"])
+    assert list(hl.columns) == ["ENSID", "chrom", "TSS"] + demo.HALFLIFE_FEATURES
+    expr = pd.read_csv(demo_mirror["expression_csv"])
+    assert list(expr.columns) == ["ENSID", "Gene name", "chrom", "TSS", "synthA_CAGE_128*3_sum", "synthB_CAGE_128*3_sum"]
+    gl = pd.read_csv(demo_mirror["cells"]["synthA"]["genelist"], sep="\t")
+    assert list(gl.columns) == [
+        "chr", "start", "end", "name", "score", "strand", "symbol", "tss", "H3K27ac.RPM.TSS1Kb", "DHS.RPM.TSS1Kb"
+    ]
+    assert (gl["symbol"] == hl["ENSID"]).all() and (gl["tss"] == hl["TSS"]).all()
+
+
+def test_genome_is_uppercase_acgtn_in_60_columns(demo_mirror, demo_fasta):
+    lines = Path(demo_fasta).read_text().splitlines()
+    body = [line for line in lines if not line.startswith(">")]
+    assert max(len(line) for line in body) == 60
+    assert set("".join(body)) == set("ACGTN")
+    fa = pyfaidx.Fasta(str(demo_fasta))
+    assert {k: len(fa[k]) for k in fa.keys()} == demo_mirror["chromosomes"]
+
+
+def test_target_is_learnable_from_motif_and_h3k27ac(demo_mirror, demo_fasta):
+    """A linear fit on (motif copies within TSS +-250, mean H3K27ac over TSS +-500) explains the target."""
+    hl = pd.read_csv(demo_mirror["halflife_csv"])
+    expr = pd.read_csv(demo_mirror["expression_csv"])
+    fa = pyfaidx.Fasta(str(demo_fasta))
+    bw = pyBigWig.open(demo_mirror["cells"]["synthA"]["h3k27ac"]["path"])
+    motif, k27 = [], []
+    for chrom, tss in zip(hl["chrom"], hl["TSS"]):
+        region = str(fa[chrom][max(0, tss - 250) : tss + 250])
+        motif.append(region.count(demo.MOTIF))
+        size = bw.chroms(chrom)
+        k27.append(np.nan_to_num(bw.values(chrom, max(0, tss - 500), min(size, tss + 500), numpy=True)).mean())
+    x = np.column_stack([np.ones(len(hl)), motif, k27])
+    y = np.log10(expr["synthA_CAGE_128*3_sum"].to_numpy() + 1.0)
+    assert 0.0 <= y.min() and y.max() <= 3.5
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    r = np.corrcoef(x @ coef, y)[0, 1]
+    assert r > 0.5, r
+    assert coef[1] > 0 and coef[2] > 0
