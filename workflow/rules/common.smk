@@ -11,7 +11,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from prism.plan import Plan, ConfigError, TRAINED_TABLES, wildcard_pattern  # noqa: E402
 from prism.runs import Run  # noqa: E402
 
-
 validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 try:
     PLAN = Plan(config)
@@ -54,13 +53,21 @@ def gene_table_inputs(wildcards):
 
 def gene_table_params(wildcards):
     spec = config["cell_lines"][wildcards.cell]
-    return {"expression": spec["expression"], "promoter_activity": spec["promoter_activity"],
-            "fold": config["genes"]["fold"], "chromosomes": PLAN.chromosomes}
+    return {
+        "expression": spec["expression"],
+        "promoter_activity": spec["promoter_activity"],
+        "fold": config["genes"]["fold"],
+        "chromosomes": PLAN.chromosomes,
+    }
 
 
 def shard_inputs(wildcards):
-    inputs = {"genes": f"results/genes/{wildcards.cell}.tsv", "fasta": "results/genome/hg38.ml.fa",
-              "fai": "results/genome/hg38.ml.fa.fai", "tracks": list(PLAN.bigwig_tracks(wildcards.cell).values())}
+    inputs = {
+        "genes": f"results/genes/{wildcards.cell}.tsv",
+        "fasta": "results/genome/hg38.ml.fa",
+        "fai": "results/genome/hg38.ml.fa.fai",
+        "tracks": list(PLAN.bigwig_tracks(wildcards.cell).values()),
+    }
     hic = PLAN.hic(wildcards.cell)
     if hic:
         inputs["hic"] = hic
@@ -70,10 +77,19 @@ def shard_inputs(wildcards):
 def shard_params(wildcards):
     pre = config["preprocess"]
     hic = PLAN.hic(wildcards.cell)
-    return {"tracks": PLAN.bigwig_tracks(wildcards.cell),
-            "hic": {"path": hic, "normalization": pre["hic_normalization"],
-                    "resolution": pre["hic_resolution"]} if hic else None,
-            "window": pre["window"]}
+    return {
+        "tracks": PLAN.bigwig_tracks(wildcards.cell),
+        "hic": (
+            {
+                "path": hic,
+                "normalization": pre["hic_normalization"],
+                "resolution": pre["hic_resolution"],
+            }
+            if hic
+            else None
+        ),
+        "window": pre["window"],
+    }
 
 
 # ---------------------------------------------------------------- training and evaluation

@@ -5,11 +5,13 @@
 rule demo_mirror:
     output:
         manifest=f"{MIRROR}/MANIFEST.json",
+    log:
+        "results/logs/demo_mirror.log",
+    conda:
+        "../envs/data.yaml"
     params:
         out=MIRROR,
         seed=config["demo"]["seed"],
         n_genes=config["demo"]["n_genes"],
-    log:
-        "results/logs/demo_mirror.log",
     script:
         "../scripts/demo_mirror.py"

@@ -6,11 +6,13 @@ rule download:
         download_inputs,
     output:
         "resources/{asset}",
-    params:
-        asset=download_params,
-        lock="resources/checksums.lock.json",
     log:
         "results/logs/download/{asset}.log",
     retries: 2
+    conda:
+        "../envs/data.yaml"
+    params:
+        asset=download_params,
+        lock="resources/checksums.lock.json",
     script:
         "../scripts/download.py"

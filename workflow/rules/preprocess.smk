@@ -11,6 +11,8 @@ rule genome:
         "results/logs/genome.log",
     benchmark:
         "results/benchmarks/genome.tsv"
+    conda:
+        "../envs/data.yaml"
     script:
         "../scripts/genome.py"
 
@@ -20,10 +22,12 @@ rule gene_table:
         unpack(gene_table_inputs),
     output:
         "results/genes/{cell}.tsv",
-    params:
-        spec=gene_table_params,
     log:
         "results/logs/genes/{cell}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=gene_table_params,
     script:
         "../scripts/gene_table.py"
 
@@ -33,11 +37,13 @@ rule shard:
         unpack(shard_inputs),
     output:
         "results/shards/{cell}/{chrom}.npz",
-    params:
-        spec=shard_params,
     log:
         "results/logs/shards/{cell}/{chrom}.log",
     benchmark:
         "results/benchmarks/shards/{cell}/{chrom}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=shard_params,
     script:
         "../scripts/shard.py"

@@ -5,25 +5,37 @@ rule metrics_table:
     input:
         table_inputs,
     output:
-        csv=report("results/tables/{table}.csv", caption="../report/table.rst", category="Tables"),
+        csv=report(
+            "results/tables/{table}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+        ),
         md="results/tables/{table}.md",
-    params:
-        entries=table_entries,
     log:
         "results/logs/tables/{table}.log",
+    conda:
+        "../envs/report.yaml"
+    params:
+        entries=table_entries,
     script:
         "../scripts/metrics_table.py"
 
 
 rule parameter_table:
     output:
-        csv=report("results/tables/table3.csv", caption="../report/table.rst", category="Tables"),
+        csv=report(
+            "results/tables/table3.csv",
+            caption="../report/table.rst",
+            category="Tables",
+        ),
         md="results/tables/table3.md",
+    log:
+        "results/logs/tables/table3.log",
+    conda:
+        "../envs/report.yaml"
     params:
         rows=PLAN.table3_rows(),
         model=config["model"],
-    log:
-        "results/logs/tables/table3.log",
     script:
         "../scripts/parameter_table.py"
 
@@ -32,9 +44,15 @@ rule figure_table2:
     input:
         "results/tables/table2.csv",
     output:
-        report("results/figures/figure_table2.png", caption="../report/figure_table2.rst", category="Figures"),
+        report(
+            "results/figures/figure_table2.png",
+            caption="../report/figure_table2.rst",
+            category="Figures",
+        ),
     log:
         "results/logs/figures/figure_table2.log",
+    conda:
+        "../envs/report.yaml"
     script:
         "../scripts/figure_table2.py"
 

@@ -8,15 +8,17 @@ rule train:
     output:
         model="results/runs/{cells}/{model}/seed{seed}/model.pt",
         history="results/runs/{cells}/{model}/seed{seed}/history.csv",
-    params:
-        model=config["model"],
-        training=config["training"],
     log:
         "results/logs/train/{cells}/{model}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{cells}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/train.yaml"
     resources:
         gpu=1,
+    params:
+        model=config["model"],
+        training=config["training"],
     script:
         "../scripts/train.py"
 
@@ -31,6 +33,8 @@ rule evaluate:
         "results/logs/evaluate/{cells}/{model}/seed{seed}/{cell}/{variant}.log",
     benchmark:
         "results/benchmarks/evaluate/{cells}/{model}/seed{seed}/{cell}/{variant}.tsv"
+    conda:
+        "../envs/train.yaml"
     resources:
         gpu=1,
     script:
