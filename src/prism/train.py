@@ -92,7 +92,7 @@ class Progress(L.Callback):
     """Plain-text progress for job logs (no carriage returns), and history.csv for loss curves."""
 
     def __init__(self, history: Path, every: int, log):
-        self.history, self.every, self.log = history, max(1, every), log
+        self.history, self.every, self._emit = history, max(1, every), log
         self._t0 = time.monotonic()
         self._step0 = 0
 
@@ -114,7 +114,7 @@ class Progress(L.Callback):
             self.history.unlink()
             for r in rows:
                 self._append(r)
-        self.log(f"training from step {step} to {trainer.max_steps}")
+        self._emit(f"training from step {step} to {trainer.max_steps}")
 
     def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -123,7 +123,7 @@ class Progress(L.Callback):
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train_")}
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         rate = (step - self._step0) / max(1e-9, time.monotonic() - self._t0)
-        self.log(f"step {step}/{trainer.max_steps} loss {m.get('train_loss', float('nan')):.4f} "
+        self._emit(f"step {step}/{trainer.max_steps} loss {m.get('train_loss', float('nan')):.4f} "
                  f"lr {lr:.2e} ({rate:.1f} steps/s)")
         self._append({"step": step, "kind": "train", "loss": m.get("train_loss"),
                       "pred_loss": m.get("train_pred_loss"), "intervention_loss": m.get("train_intervention_loss"),
@@ -134,7 +134,7 @@ class Progress(L.Callback):
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
         if m:
-            self.log(f"step {trainer.global_step}: validation mse {m['val_mse']:.4f} "
+            self._emit(f"step {trainer.global_step}: validation mse {m['val_mse']:.4f} "
                      f"mae {m['val_mae']:.4f} pearson {m['val_pearson']:.4f}")
             self._append({"step": trainer.global_step, "kind": "val", **m})
 
