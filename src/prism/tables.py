@@ -125,7 +125,7 @@ def parameter_table(rows: dict[str, dict], model_cfg: dict, csv_out, md_out) -> 
     """Table 3: trainable parameters (tied weights once) of each configured model, and its parts."""
     from .model import count_parameters
     from .runs import ModelSpec
-    from .train import build_model
+    from .evaluate import build_model
 
     paper = paper_values().get("table3", {})
     out = []

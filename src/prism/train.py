@@ -1,41 +1,26 @@
-"""Training and evaluation of one run (PyTorch Lightning, as the paper).
+"""Training of one run (PyTorch Lightning, as the paper).
 
 ``train_run`` fits a model on the train split, validates twice per epoch, keeps the checkpoint with
 the lowest validation MSE and writes it as a portable ``model.pt`` (a plain state_dict plus the
-settings needed to rebuild the model). Rerunning it resumes from ``checkpoints/last.ckpt``.
-``evaluate_run`` scores a ``model.pt`` on one cell line's test split, optionally with a test-time
-variant (a signal zeroed), through the one metrics function.
+settings needed to rebuild the model; see :mod:`prism.evaluate`). Rerunning it resumes from
+``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 
-from .data import FEATURES, CellData, GeneIndex
+from .data import CellData, GeneIndex
+from .evaluate import build_model
 from .metrics import regression_metrics
-from .model import ModelConfig, PrismModel
 from .runs import ModelSpec, Run
-
-
-def build_model(model_cfg: dict, spec: ModelSpec) -> PrismModel:
-    """The model of one run: architecture from the config, variant from the run's settings."""
-    spec = spec.canonical()
-    cfg = ModelConfig(
-        **{k: model_cfg[k] for k in ("d_model", "n_layer", "d_state", "d_conv", "expand", "confounder_width",
-                                     "center_len") if k in model_cfg},
-        n_signals=len(spec.signals), n_features=len(FEATURES), K=spec.K,
-        lambda1=spec.lambda1, lambda2=spec.lambda2,
-    )
-    return PrismModel(cfg)
 
 
 def lr_at(step: int, training: dict) -> float:
@@ -201,67 +186,3 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     _atomic_save({"state_dict": state, **summary}, out / "model.pt")
     log(f"best validation mse {summary['best_val_mse']} at step {summary['best_step']}; wrote {out / 'model.pt'}")
     return summary
-
-
-def load_model(path: str | Path) -> tuple[PrismModel, dict]:
-    meta = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(meta["model_cfg"], ModelSpec.from_settings(meta["spec"]))
-    model.load_state_dict(meta["state_dict"])
-    model.eval()
-    return model, meta
-
-
-def parse_variant(variant: str, signals: list[str]) -> list[float]:
-    """Per-signal multipliers of a test-time variant: 'full' keeps all, 'drop-<signal>' zeroes one."""
-    if variant == "full":
-        return [1.0] * len(signals)
-    if variant.startswith("drop-") and variant[5:] in signals:
-        return [0.0 if s == variant[5:] else 1.0 for s in signals]
-    raise ValueError(f"unknown test-time variant {variant!r} for a model with signals {signals}")
-
-
-@torch.no_grad()
-def predict(model: PrismModel, data: CellData, rows: np.ndarray, *, multipliers=None, batch_size=64,
-            device="cpu") -> np.ndarray:
-    model.to(device)
-    preds = []
-    for i in range(0, len(rows), batch_size):
-        b = data.batch(rows[i:i + batch_size]).to(device)
-        signals = b.signals
-        if multipliers is not None:
-            signals = signals * torch.tensor(multipliers, dtype=signals.dtype, device=device)[None, :, None]
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            out = model(b.seq, signals, b.features)
-        preds.append(out["pred"].float().cpu().numpy())
-    return np.concatenate(preds) if preds else np.zeros(0, np.float32)
-
-
-def evaluate_run(model_path: str | Path, cell: str, genes_tsv: str, shard_paths: list[str], variant: str,
-                 metrics_out: str | Path, predictions_out: str | Path, *, split="test", threads=None,
-                 log=print) -> dict:
-    """Score a trained model on one cell line's split; write metrics JSON and a per-gene predictions TSV."""
-    if threads:
-        torch.set_num_threads(threads)
-    model, meta = load_model(model_path)
-    spec = ModelSpec.from_settings(meta["spec"])
-    data = CellData(cell, genes_tsv, shard_paths, list(spec.signals), spec.length)
-    rows = data.indices(split)
-    if len(rows) == 0:
-        raise ValueError(f"cell line {cell}: no genes in the {split!r} split of {genes_tsv}")
-    mult = parse_variant(variant, list(spec.signals))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pred = predict(model, data, rows, multipliers=mult, device=device)
-    m = regression_metrics(data.target[rows], pred)
-    result = {**m, "cell": cell, "split": split, "variant": variant, "run": meta["run"],
-              "model": spec.model_id, "best_step": meta["best_step"], "best_val_mse": meta["best_val_mse"]}
-    tmp = Path(str(predictions_out) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("gene_id\tchrom\ttarget\tprediction\n")
-        for g, c, y, p in zip(data.gene_id[rows], data.chrom[rows], data.target[rows], pred):
-            f.write(f"{g}\t{c}\t{y:.6g}\t{p:.6g}\n")
-    os.replace(tmp, predictions_out)
-    tmp = Path(str(metrics_out) + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, metrics_out)
-    log(f"{cell} {split} ({variant}): mse {m['mse']:.4f} mae {m['mae']:.4f} pearson {m['pearson']:.4f} n {m['n']}")
-    return result

@@ -1,6 +1,6 @@
-"""Adapter: rule evaluate -> prism.train.evaluate_run."""
+"""Adapter: rule evaluate -> prism.evaluate.evaluate_run."""
 from prism.logs import job_log
-from prism.train import evaluate_run
+from prism.evaluate import evaluate_run
 
 with job_log(snakemake) as log:
     w = snakemake.wildcards
