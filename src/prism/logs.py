@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 
 
 @contextlib.contextmanager
 def job_log(snakemake):
-    """Send stdout/stderr of a Snakemake ``script:`` step to ``log[0]``; yield a timestamped ``log``."""
+    """Send stdout/stderr of a Snakemake ``script:`` step to ``log[0]``; yield a timestamped ``log``.
+
+    Redirection is at the file-descriptor level, so library loggers and C extensions land there too.
+    A failure is written as one ``ERROR:`` line naming the exception, then re-raised for Snakemake.
+    """
     path = snakemake.log[0]
-    with open(path, "a", buffering=1) as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        t0 = time.monotonic()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    t0 = time.monotonic()
 
-        def log(msg: str):
-            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
+    def log(msg: str):
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
 
+    try:
         log(f"rule {snakemake.rule}: {', '.join(map(str, snakemake.output))}")
-        try:
-            yield log
-        except Exception as e:
-            log(f"ERROR: {type(e).__name__}: {e}")
-            raise
+        yield log
         log(f"done in {time.monotonic() - t0:.1f} s")
+    except Exception as e:
+        log(f"ERROR: {type(e).__name__}: {e}")
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
