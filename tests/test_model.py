@@ -192,3 +192,16 @@ def test_param_groups():
 def test_config_defaults_are_the_paper():
     c = ModelConfig()
     assert (c.d_model, c.n_layer, c.K, c.lambda1, c.lambda2, c.uniform_t, c.center_len) == (128, 4, 2, 1.0, 1.0, 2.0, 2000)
+
+
+def test_prediction_without_intervention_copies_is_the_same():
+    """Validation and testing skip the K weighted copies; copy 0 alone makes `pred` in eval mode."""
+    torch.manual_seed(0)
+    model = PrismModel(ModelConfig(d_model=16, n_layer=1, d_state=4, K=3)).eval()
+    seq = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 300)), 4).float()
+    signals, features = torch.rand(2, 3, 300), torch.randn(2, 9)
+    with torch.no_grad():
+        full = model(seq, signals, features)
+        fast = model(seq, signals, features, intervention=False)
+    assert fast["pred_intervention"] is None and fast["weights"] is not None
+    torch.testing.assert_close(fast["pred"], full["pred"], rtol=1e-5, atol=1e-6)

@@ -55,11 +55,9 @@ def predict(model: PrismModel, data: CellData, rows: np.ndarray, *, multipliers=
     preds = []
     for i in range(0, len(rows), batch_size):
         b = data.batch(rows[i:i + batch_size]).to(device)
-        signals = b.signals
-        if multipliers is not None:
-            signals = signals * torch.tensor(multipliers, dtype=signals.dtype, device=device)[None, :, None]
+        weights = None if multipliers is None else torch.tensor(multipliers, dtype=b.signals.dtype, device=device)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            out = model(b.seq, signals, b.features)
+            out = model(b.seq, b.signals, b.features, signal_weights=weights, intervention=False)
         preds.append(out["pred"].float().cpu().numpy())
     return np.concatenate(preds) if preds else np.zeros(0, np.float32)
 

@@ -54,7 +54,7 @@ class PrismTask(L.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch, batch_idx):
-        out = self.model(batch.seq, batch.signals, batch.features)
+        out = self.model(batch.seq, batch.signals, batch.features, intervention=False)
         self._val.append((batch.target.float().cpu(), out["pred"].float().cpu()))
 
     def on_validation_epoch_end(self):

@@ -117,10 +117,13 @@ class PrismModel(nn.Module):
         signals: torch.Tensor | None,
         features: torch.Tensor,
         signal_weights: torch.Tensor | None = None,
+        intervention: bool = True,
     ) -> dict:
         """seq (B, L, 4) one-hot float; signals (B, n_signals, L); features (B, n_features).
 
         signal_weights (B, n_signals) or broadcastable: scales the raw signals first (0 drops a signal).
+        intervention=False skips the K weighted copies: ``pred`` is unchanged (copy 0 alone makes it),
+        so validation and testing run one backbone pass instead of K + 1.
         Returns ``pred`` (B,), ``pred_intervention`` (B,) or None, ``weights`` (B, d_model, K) or None.
         """
         batch = seq.shape[0]
@@ -132,6 +135,7 @@ class PrismModel(nn.Module):
             s = self.sig_emb(signals.transpose(1, 2))  # (B, L, D)
             if self.uses_confounder:
                 weights = self.confounder_encoder(signals)  # (B, D, K)
+            if weights is not None and intervention:
                 w = weights.permute(2, 0, 1)[:, :, None, :]  # (K, B, 1, D)
                 copies = torch.cat([(x + s)[None], x[None] + s[None] * w], dim=0)  # (K+1, B, L, D)
                 x = copies.flatten(0, 1)  # ((K+1) * B, L, D), copy-major
@@ -140,7 +144,7 @@ class PrismModel(nn.Module):
 
         hidden = self.backbone(x)  # ((K+1) * B, L, D) or (B, L, D)
         pred_intervention = None
-        if weights is not None:
+        if weights is not None and intervention:
             hidden = hidden.view(-1, batch, *hidden.shape[1:])  # (K+1, B, L, D)
             h_int = hidden[1:].mean(dim=0)  # (B, L, D): representation averaged over the K states
             pred_intervention = self.head(torch.cat([self.pool(h_int), features], dim=-1)).squeeze(-1)
