@@ -9,9 +9,11 @@ settings needed to rebuild the model; see :mod:`prism.evaluate`). Rerunning it r
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -124,6 +126,13 @@ class Progress(L.Callback):
             self._append({"step": trainer.global_step, "kind": "val", **m})
 
 
+def _quiet_lightning():
+    """Keep job logs to what a user reads: no Lightning tips or upstream deprecation noise."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def _atomic_save(obj, path: Path):
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -145,6 +154,7 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
+    _quiet_lightning()
     L.seed_everything(run.seed, workers=True, verbose=False)
     cell = run.cells[0]
     spec = run.model
@@ -165,6 +175,7 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
         dirpath=ckpt_dir, filename="best", monitor="val_mse", mode="min", save_top_k=1, save_last=True,
         enable_version_counter=False)
     accelerator, precision = _accelerator(training)
+    log(f"device {accelerator}, precision {precision}, {torch.get_num_threads()} CPU threads")
     steps_per_epoch = len(train_loader)
     val_every = max(1, steps_per_epoch // training["val_per_epoch"])
     trainer = L.Trainer(
