@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(SMK) $(DEMO) --cores $(CORES) --printshellcmds all
+	$(SMK) all $(DEMO) --cores $(CORES)
 
 test: setup
 	$(BIN)/python -m pytest -q
