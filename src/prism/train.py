@@ -12,12 +12,16 @@ import csv
 import logging
 import math
 import os
+import random
+import signal
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from .data import CellData, GeneIndex
 from .evaluate import build_model
@@ -67,6 +71,25 @@ class PrismTask(L.LightningModule):
         self._val.clear()
         m = regression_metrics(y, p)
         self.log_dict({f"val_{k}": float(m[k]) for k in ("mse", "mae", "pearson")}, prog_bar=False)
+
+    def on_save_checkpoint(self, checkpoint):
+        # Global RNG state (signal dropout draws from it), so a resumed run continues bit for bit.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # plain tensors and numbers only, so the checkpoint loads with torch.load(weights_only=True)
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                    "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint):
+        rng = checkpoint.get("rng_states")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def configure_optimizers(self):
         t = self.training_cfg
@@ -126,6 +149,81 @@ class Progress(L.Callback):
             self._append({"step": trainer.global_step, "kind": "val", **m})
 
 
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of a fresh permutation each epoch, drawn from (seed, epoch) alone, that can start mid-epoch.
+
+    Lightning calls ``set_epoch``; :class:`ResumeCheckpoint` calls ``skip`` when a run resumes, so the
+    resumed run sees exactly the batches the uninterrupted one would have. The last partial batch is
+    dropped (batch statistics of a 1-gene batch would break BatchNorm).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n < batch_size:
+            raise ValueError(f"{n} training genes are fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self._skip = 0, 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def skip(self, batches: int):
+        self._skip = batches
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        skip, self._skip = self._skip, 0
+        for b in range(skip, len(self)):
+            yield perm[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+
+class AtomicModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it: a kill never leaves half a file."""
+
+    def _save_checkpoint(self, trainer, filepath):
+        tmp = f"{filepath}.tmp"
+        super()._save_checkpoint(trainer, tmp)
+        os.replace(tmp, filepath)
+
+
+class ResumeCheckpoint(L.Callback):
+    """``last.ckpt`` every ``every`` steps, on SIGUSR1 (SLURM's warning before a time limit) and on
+    SIGTERM (preemption, scancel; Lightning then stops the run with an error, so Snakemake retries it).
+    On resume it fast-forwards the sampler to where the checkpoint was taken."""
+
+    def __init__(self, path: Path, every: int, sampler: EpochBatchSampler, log):
+        self.path, self.every, self.sampler, self._emit = Path(path), max(1, every), sampler, log
+        self._usr1 = False
+
+    def on_train_start(self, trainer, task):
+        done_in_epoch = trainer.global_step - trainer.current_epoch * len(self.sampler)
+        if done_in_epoch > 0:
+            self.sampler.skip(done_in_epoch)
+        if hasattr(signal, "SIGUSR1"):
+            self._previous = signal.signal(signal.SIGUSR1, self._on_usr1)
+
+    def on_train_end(self, trainer, task):
+        if hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, self._previous)
+
+    def _on_usr1(self, signum, frame):
+        self._usr1 = True
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every == 0 or self._usr1 or trainer.received_sigterm:
+            why = "SIGTERM" if trainer.received_sigterm else "SIGUSR1" if self._usr1 else "interval"
+            self._usr1 = False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            trainer.save_checkpoint(tmp)
+            os.replace(tmp, self.path)
+            if why != "interval":
+                self._emit(f"{why}: saved {self.path} at step {step}")
+
+
 def _quiet_lightning():
     """Keep job logs to what a user reads: no Lightning tips or upstream deprecation noise."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -162,31 +260,36 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     train_set, val_set = GeneIndex(data, "train"), GeneIndex(data, "valid")
     log(f"run {run.path}: {len(train_set)} train / {len(val_set)} valid genes of {cell}, "
         f"settings {spec.as_dict()}")
-    gen = torch.Generator().manual_seed(run.seed)
+    sampler = EpochBatchSampler(len(train_set), training["batch_size"], run.seed)
+    workers = training.get("num_workers", 0)
+    # A loader generator of its own: creating an iterator must not draw from the global RNG, or a
+    # resumed run would diverge from an uninterrupted one.
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=training["batch_size"], shuffle=True, drop_last=len(train_set) > training["batch_size"],
-        collate_fn=train_set.collate, generator=gen, num_workers=training.get("num_workers", 0))
+        train_set, batch_sampler=sampler, collate_fn=train_set.collate, num_workers=workers,
+        generator=torch.Generator().manual_seed(run.seed))
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=max(64, training["batch_size"]), shuffle=False, collate_fn=val_set.collate,
-        num_workers=training.get("num_workers", 0))
+        num_workers=workers)
     task = PrismTask(model_cfg, spec.as_dict(), training)
     ckpt_dir = out / "checkpoints"
-    best_cb = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_mse", mode="min", save_top_k=1, save_last=True,
-        enable_version_counter=False)
+    last = ckpt_dir / "last.ckpt"
+    best_cb = AtomicModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mse", mode="min",
+                                    save_top_k=1, enable_version_counter=False)
     accelerator, precision = _accelerator(training)
     log(f"device {accelerator}, precision {precision}, {torch.get_num_threads()} CPU threads")
-    steps_per_epoch = len(train_loader)
-    val_every = max(1, steps_per_epoch // training["val_per_epoch"])
+    val_every = max(1, len(sampler) // training["val_per_epoch"])
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_steps=training["max_steps"],
         max_epochs=-1, gradient_clip_val=training["grad_clip"], val_check_interval=val_every,
-        check_val_every_n_epoch=None, num_sanity_val_steps=0, deterministic=True,
+        check_val_every_n_epoch=None, num_sanity_val_steps=0, deterministic=True, use_distributed_sampler=False,
         enable_progress_bar=False, enable_model_summary=False, logger=False, default_root_dir=str(out),
-        callbacks=[best_cb, Progress(out / "history.csv", every=max(1, val_every // 2), log=log)],
+        plugins=[LightningEnvironment()],  # no Lightning SLURM auto-requeue: Snakemake and SLURM own the job
+        callbacks=[best_cb, ResumeCheckpoint(last, training.get("checkpoint_every", 500), sampler, log),
+                   Progress(out / "history.csv", every=max(1, val_every // 2), log=log)],
     )
-    last = ckpt_dir / "last.ckpt"
-    trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
+    if last.exists():
+        log(f"resuming from {last}")
+    trainer.fit(task, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     best_path = best_cb.best_model_path or str(last)
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     state = {k.removeprefix("model."): v for k, v in best["state_dict"].items()}

@@ -1,0 +1,175 @@
+"""Training and evaluation on real shards of the demo mirror: schedule, determinism, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from prism.data import CellData
+from prism.evaluate import evaluate_run, load_model, parse_variant
+from prism.runs import ModelSpec, Run
+from prism.train import EpochBatchSampler, lr_at, train_run
+
+CELL = "synthA"
+MODEL = {"d_model": 8, "n_layer": 1, "d_state": 4, "d_conv": 4, "expand": 2, "confounder_width": 4,
+         "center_len": 2000}
+TRAINING = {"batch_size": 8, "max_steps": 60, "lr": 3e-3, "warmup_start_lr": 1e-4, "warmup_steps": 6,
+            "min_lr": 3e-4, "weight_decay": 1e-6, "betas": [0.9, 0.95], "grad_clip": 1.0, "val_per_epoch": 2,
+            "checkpoint_every": 7, "precision": "auto", "num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def shards(demo_mirror, demo_fasta, demo_gene_tables, tmp_path_factory):
+    from prism.preprocess import build_shard
+
+    out = tmp_path_factory.mktemp("shards")
+    entry = demo_mirror["cells"][CELL]
+    paths = []
+    for chrom in demo_mirror["chromosomes"]:
+        p = out / f"{chrom}.npz"
+        build_shard(genes_tsv=demo_gene_tables[CELL], chrom=chrom, fasta=demo_fasta,
+                    tracks={"h3k27ac": entry["h3k27ac"]["path"], "dnase": entry["dnase"]["path"]},
+                    hic={"path": entry["hic"]["path"], "normalization": "NONE", "resolution": 5000},
+                    window=400, out=p)
+        paths.append(str(p))
+    return {"genes": str(demo_gene_tables[CELL]), "shards": paths}
+
+
+def test_lr_schedule_warmup_then_cosine():
+    t = {"lr": 5e-4, "warmup_start_lr": 1e-5, "warmup_steps": 5000, "min_lr": 1e-4, "max_steps": 50000}
+    assert lr_at(0, t) == pytest.approx(1e-5)
+    assert lr_at(2500, t) == pytest.approx((1e-5 + 5e-4) / 2)
+    assert lr_at(5000, t) == pytest.approx(5e-4)
+    assert lr_at(27500, t) == pytest.approx((5e-4 + 1e-4) / 2)
+    assert lr_at(50000, t) == pytest.approx(1e-4)
+    assert lr_at(60000, t) == pytest.approx(1e-4)
+
+
+def test_epoch_batch_sampler_is_seeded_and_skips():
+    s = EpochBatchSampler(30, 8, seed=2)
+    first = list(s)
+    assert len(first) == len(s) == 3 and all(len(b) == 8 for b in first)
+    assert list(s) == first
+    s.set_epoch(1)
+    second = list(s)
+    assert second != first
+    s.skip(2)
+    assert list(s) == second[2:]
+    assert list(s) == second  # skip applies once
+
+
+def test_cell_data_batch(shards):
+    data = CellData(CELL, shards["genes"], shards["shards"], ["h3k27ac", "hic", "dnase"], 200)
+    rows = data.indices("train")[:5]
+    b = data.batch(rows)
+    assert b.seq.shape == (5, 200, 4) and b.signals.shape == (5, 3, 200) and b.features.shape == (5, 9)
+    assert torch.all(b.seq.sum(-1) <= 1)
+    assert set(np.unique(data.split)) == {"train", "valid", "test"}
+    genes = pd.read_csv(shards["genes"], sep="\t").set_index("gene_id")
+    assert np.allclose(b.target.numpy(), genes.loc[data.gene_id[rows], "target"].to_numpy(), atol=1e-6)
+    only_seq = CellData(CELL, shards["genes"], shards["shards"], [], 100).batch(rows)
+    assert only_seq.signals.shape == (5, 0, 100)
+
+
+def _train(shards, out, spec=None, seed=2, **overrides):
+    run = Run((CELL,), spec or ModelSpec(length=200, K=2), seed)
+    return train_run(run, {CELL: shards["genes"]}, {CELL: shards["shards"]}, MODEL, {**TRAINING, **overrides},
+                     out, threads=1, log=lambda m: None)
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_training_is_deterministic_and_evaluates(shards, tmp_path):
+    a = _train(shards, tmp_path / "a")
+    b = _train(shards, tmp_path / "b")
+    sa, sb = _state(tmp_path / "a/model.pt"), _state(tmp_path / "b/model.pt")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["best_step"] == b["best_step"] and a["steps"] == 60
+    history = pd.read_csv(tmp_path / "a/history.csv")
+    assert {"train", "val"} == set(history["kind"]) and history["step"].max() == 60
+
+    full = evaluate_run(tmp_path / "a/model.pt", CELL, shards["genes"], shards["shards"], "full",
+                        tmp_path / "full.json", tmp_path / "full.tsv", log=lambda m: None)
+    drop = evaluate_run(tmp_path / "a/model.pt", CELL, shards["genes"], shards["shards"], "drop-h3k27ac",
+                        tmp_path / "drop.json", tmp_path / "drop.tsv", log=lambda m: None)
+    assert json.loads((tmp_path / "full.json").read_text())["n"] == full["n"] == 120
+    assert full["pearson"] > 0.3 and drop["mse"] != full["mse"]
+    preds = pd.read_csv(tmp_path / "full.tsv", sep="\t")
+    assert len(preds) == 120 and set(preds.columns) == {"gene_id", "chrom", "target", "prediction"}
+    model, meta = load_model(tmp_path / "a/model.pt")
+    assert meta["spec"]["K"] == 2 and not model.training
+
+
+def test_parse_variant():
+    assert parse_variant("full", ["a", "b"]) == [1.0, 1.0]
+    assert parse_variant("drop-b", ["a", "b"]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="drop-c"):
+        parse_variant("drop-c", ["a", "b"])
+
+
+def test_signal_dropout_and_sequence_only_runs(shards, tmp_path):
+    s = _train(shards, tmp_path / "ret", spec=ModelSpec(length=100, K=0, retention=0.5), max_steps=12)
+    assert s["spec"]["retention"] == 0.5
+    s = _train(shards, tmp_path / "seq", spec=ModelSpec(length=100, signals=(), K=0), max_steps=12)
+    assert s["spec"]["signals"] == []
+
+
+TRAIN_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from prism.runs import ModelSpec, Run
+    from prism.train import train_run
+    a = json.loads(sys.argv[1])
+    train_run(Run(("synthA",), ModelSpec(length=200, K=2), 2), {"synthA": a["genes"]}, {"synthA": a["shards"]},
+              a["model"], a["training"], a["out"], threads=1)
+""")
+
+
+def _start(shards, out):
+    args = json.dumps({"genes": shards["genes"], "shards": shards["shards"], "model": MODEL,
+                       "training": TRAINING, "out": str(out)})
+    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_after(proc, out, step):
+    """SIGKILL the training process once its history shows it reached `step`."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        h = out / "history.csv"
+        if h.exists() and (lines := h.read_text().splitlines()[1:]) and max(int(x.split(",")[0]) for x in lines) >= step:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"training finished or stalled before step {step}: {proc.communicate()[0][-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigkill_twice_then_resume_equals_uninterrupted(shards, tmp_path):
+    _train(shards, tmp_path / "straight")
+    out = tmp_path / "killed"
+    _kill_after(_start(shards, out), out, 20)  # mid first epoch (45 steps of 8 genes)
+    first = torch.load(out / "checkpoints/last.ckpt", weights_only=False)["global_step"]
+    _kill_after(_start(shards, out), out, 50)  # second epoch
+    second = torch.load(out / "checkpoints/last.ckpt", weights_only=False)["global_step"]
+    assert 0 < first < second < 60
+    proc = _start(shards, out)
+    log = proc.communicate()[0]
+    assert proc.returncode == 0, log[-3000:]
+    assert "resuming from" in log
+    a, b = _state(tmp_path / "straight/model.pt"), _state(out / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    ha = pd.read_csv(tmp_path / "straight/history.csv")
+    hb = pd.read_csv(out / "history.csv")
+    pd.testing.assert_frame_equal(ha[ha.kind == "val"].reset_index(drop=True), hb[hb.kind == "val"].reset_index(drop=True))
