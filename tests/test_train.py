@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -105,6 +104,9 @@ def test_training_is_deterministic_and_evaluates(shards, tmp_path):
                         tmp_path / "drop.json", tmp_path / "drop.tsv", log=lambda m: None)
     assert json.loads((tmp_path / "full.json").read_text())["n"] == full["n"] == 120
     assert full["pearson"] > 0.3 and drop["mse"] != full["mse"]
+    weighted = evaluate_run(tmp_path / "a/model.pt", CELL, shards["genes"], shards["shards"], "weighted",
+                            tmp_path / "w.json", tmp_path / "w.tsv", log=lambda m: None)
+    assert 0 < weighted["mean_weight"] < 1 and weighted["mse"] != full["mse"]
     preds = pd.read_csv(tmp_path / "full.tsv", sep="\t")
     assert len(preds) == 120 and set(preds.columns) == {"gene_id", "chrom", "target", "prediction"}
     model, meta = load_model(tmp_path / "a/model.pt")
@@ -112,8 +114,9 @@ def test_training_is_deterministic_and_evaluates(shards, tmp_path):
 
 
 def test_parse_variant():
-    assert parse_variant("full", ["a", "b"]) == [1.0, 1.0]
-    assert parse_variant("drop-b", ["a", "b"]) == [1.0, 0.0]
+    assert parse_variant("full", ["a", "b"]) == ([1.0, 1.0], False)
+    assert parse_variant("drop-b", ["a", "b"]) == ([1.0, 0.0], False)
+    assert parse_variant("weighted", ["a", "b"]) == ([1.0, 1.0], True)
     with pytest.raises(ValueError, match="drop-c"):
         parse_variant("drop-c", ["a", "b"])
 
@@ -153,6 +156,38 @@ def _kill_after(proc, out, step):
             return
         time.sleep(0.02)
     raise AssertionError(f"training finished or stalled before step {step}: {proc.communicate()[0][-2000:]}")
+
+
+def test_mixed_cell_training_draws_cells_per_gene(shards, demo_mirror, demo_fasta, demo_gene_tables, tmp_path):
+    from prism.preprocess import build_shard
+
+    entry = demo_mirror["cells"]["synthB"]
+    b_shards = []
+    for chrom in demo_mirror["chromosomes"]:
+        p = tmp_path / f"B_{chrom}.npz"
+        build_shard(genes_tsv=demo_gene_tables["synthB"], chrom=chrom, fasta=demo_fasta,
+                    tracks={"h3k27ac": entry["h3k27ac"]["path"], "dnase": entry["dnase"]["path"]},
+                    hic={"path": entry["hic"]["path"], "normalization": "NONE", "resolution": 5000},
+                    window=400, out=p)
+        b_shards.append(str(p))
+    datas = [CellData(CELL, shards["genes"], shards["shards"], ["h3k27ac"], 100),
+             CellData("synthB", str(demo_gene_tables["synthB"]), b_shards, ["h3k27ac"], 100)]
+    from prism.data import GeneIndex
+
+    train = GeneIndex(datas, "train", pick_cell=True)
+    sampler = EpochBatchSampler(len(train), 8, seed=2, n_choices=train.n_choices)
+    keys = [k for batch in sampler for k in batch]
+    cells = np.array([c for _, c in keys])
+    assert 0.3 < cells.mean() < 0.7  # both cell lines' signals are drawn
+    batch = train.collate([train[k] for k in keys[:8]])
+    for (i, c), target in zip(keys[:8], batch.target.numpy()):
+        assert target == pytest.approx(datas[c].target[train.rows[i, c]])
+    assert len(GeneIndex(datas, "valid")) == 240  # validation pools both cell lines' valid genes
+    run = Run((CELL, "synthB"), ModelSpec(length=100, signals=("h3k27ac",), K=2), 2)
+    s = train_run(run, {CELL: shards["genes"], "synthB": str(demo_gene_tables["synthB"])},
+                  {CELL: shards["shards"], "synthB": b_shards}, MODEL, {**TRAINING, "max_steps": 10},
+                  tmp_path / "mixed", threads=1, log=lambda m: None)
+    assert s["cells"] == [CELL, "synthB"]
 
 
 @pytest.mark.slow

@@ -103,19 +103,63 @@ class CellData:
 
 
 class GeneIndex(torch.utils.data.Dataset):
-    """A split of one CellData as a map-style dataset of row indices; batches are built in collate."""
+    """One split of one or more cell lines as a map-style dataset; batches are built in ``collate``.
 
-    def __init__(self, data: CellData, split: str):
-        self.data = data
-        self.rows = data.indices(split)
-        if len(self.rows) == 0:
-            raise DataError(f"cell line {data.cell}: no genes in the {split!r} split")
+    Single cell line: item i is gene i of the split. Several cell lines (mixed-cell training, the
+    paper's Table 13): ``pick_cell=True`` makes item i a gene present in every cell line, and the
+    sampler chooses, per gene and epoch, whose signals and target it brings: keys are ``(i, c)``.
+    ``pick_cell=False`` (validation of a mixed run) lists every (gene, cell line) pair once.
+    """
+
+    def __init__(self, datas: CellData | list[CellData], split: str, pick_cell: bool = False):
+        self.datas = [datas] if isinstance(datas, CellData) else list(datas)
+        for d in self.datas:
+            if len(d.indices(split)) == 0:
+                raise DataError(f"cell line {d.cell}: no genes in the {split!r} split")
+        self.pick_cell = pick_cell and len(self.datas) > 1
+        if self.pick_cell:
+            common = set(self.datas[0].gene_id[self.datas[0].indices(split)])
+            for d in self.datas[1:]:
+                common &= set(d.gene_id[d.indices(split)])
+            if not common:
+                raise DataError(f"no {split} gene is shared by {[d.cell for d in self.datas]}")
+            genes = sorted(common)
+            self.rows = np.stack([_rows_of(d, genes) for d in self.datas], 1)  # (n, n_cells)
+        else:
+            self.rows = np.concatenate([np.stack([np.full(len(r), c), r], 1)
+                                        for c, d in enumerate(self.datas) for r in [d.indices(split)]])  # (n, 2)
+
+    @property
+    def n_choices(self) -> int:
+        """How many cell lines the sampler chooses among per gene (1: no choice)."""
+        return len(self.datas) if self.pick_cell else 1
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> int:
-        return int(self.rows[i])
+    def __getitem__(self, key) -> tuple[int, int]:
+        """(cell index, row in that cell's data)."""
+        if self.pick_cell:
+            i, c = key
+            return c, int(self.rows[i, c])
+        c, r = self.rows[key]
+        return int(c), int(r)
 
-    def collate(self, rows: list[int]) -> Batch:
-        return self.data.batch(np.asarray(rows))
+    def collate(self, items: list[tuple[int, int]]) -> Batch:
+        items = np.asarray(items)  # (B, 2): cell, row
+        if len(self.datas) == 1:
+            return self.datas[0].batch(items[:, 1])
+        parts, order = [], []
+        for c, d in enumerate(self.datas):
+            sel = np.flatnonzero(items[:, 0] == c)
+            if len(sel):
+                parts.append(d.batch(items[sel, 1]))
+                order.append(sel)
+        inv = np.argsort(np.concatenate(order))  # back to the sampler's order
+        cat = [torch.cat([getattr(p, f) for p in parts])[inv] for f in ("seq", "signals", "features", "target", "index")]
+        return Batch(*cat)
+
+
+def _rows_of(data: CellData, genes: list[str]) -> np.ndarray:
+    pos = {g: i for i, g in enumerate(data.gene_id)}
+    return np.array([pos[g] for g in genes], dtype=np.int64)

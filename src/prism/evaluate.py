@@ -39,27 +39,40 @@ def load_model(path: str | Path) -> tuple[PrismModel, dict]:
     return model, meta
 
 
-def parse_variant(variant: str, signals: list[str]) -> list[float]:
-    """Per-signal multipliers of a test-time variant: 'full' keeps all, 'drop-<signal>' zeroes one."""
+def parse_variant(variant: str, signals: list[str]) -> tuple[list[float], bool]:
+    """A test-time variant as (per-signal multipliers, use the interventional prediction).
+
+    ``full``: the model as trained. ``drop-<signal>``: that signal zeroed (Table 7).
+    ``weighted``: Prism's learned weights multiplied into the embedded signals, i.e. the prediction made
+    from the K weighted copies (Table 16; only for models with a confounder encoder).
+    """
     if variant == "full":
-        return [1.0] * len(signals)
+        return [1.0] * len(signals), False
+    if variant == "weighted":
+        return [1.0] * len(signals), True
     if variant.startswith("drop-") and variant[5:] in signals:
-        return [0.0 if s == variant[5:] else 1.0 for s in signals]
+        return [0.0 if s == variant[5:] else 1.0 for s in signals], False
     raise ValueError(f"unknown test-time variant {variant!r} for a model with signals {signals}")
 
 
 @torch.no_grad()
-def predict(model: PrismModel, data: CellData, rows: np.ndarray, *, multipliers=None, batch_size=64,
-            device="cpu") -> np.ndarray:
+def predict(model: PrismModel, data: CellData, rows: np.ndarray, *, multipliers=None, weighted=False,
+            batch_size=64, device="cpu") -> tuple[np.ndarray, float | None]:
+    """Predictions for the given rows, and the mean learned weight (None without a confounder encoder)."""
+    if weighted and not model.uses_confounder:
+        raise ValueError("the 'weighted' variant needs a model with a confounder encoder (K > 0, lambda1 != 0)")
     model.to(device)
-    preds = []
+    preds, wsum, wn = [], 0.0, 0
     for i in range(0, len(rows), batch_size):
         b = data.batch(rows[i:i + batch_size]).to(device)
-        weights = None if multipliers is None else torch.tensor(multipliers, dtype=b.signals.dtype, device=device)
+        scale = None if multipliers is None else torch.tensor(multipliers, dtype=b.signals.dtype, device=device)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            out = model(b.seq, b.signals, b.features, signal_weights=weights, intervention=False)
-        preds.append(out["pred"].float().cpu().numpy())
-    return np.concatenate(preds) if preds else np.zeros(0, np.float32)
+            out = model(b.seq, b.signals, b.features, signal_weights=scale, intervention=weighted)
+        preds.append(out["pred_intervention" if weighted else "pred"].float().cpu().numpy())
+        if out["weights"] is not None:
+            wsum += float(out["weights"].float().sum())
+            wn += out["weights"].numel()
+    return (np.concatenate(preds) if preds else np.zeros(0, np.float32)), (wsum / wn if wn else None)
 
 
 def evaluate_run(model_path: str | Path, cell: str, genes_tsv: str, shard_paths: list[str], variant: str,
@@ -74,12 +87,13 @@ def evaluate_run(model_path: str | Path, cell: str, genes_tsv: str, shard_paths:
     rows = data.indices(split)
     if len(rows) == 0:
         raise ValueError(f"cell line {cell}: no genes in the {split!r} split of {genes_tsv}")
-    mult = parse_variant(variant, list(spec.signals))
+    mult, weighted = parse_variant(variant, list(spec.signals))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pred = predict(model, data, rows, multipliers=mult, device=device)
+    pred, mean_weight = predict(model, data, rows, multipliers=mult, weighted=weighted, device=device)
     m = regression_metrics(data.target[rows], pred)
     result = {**m, "cell": cell, "split": split, "variant": variant, "run": meta["run"],
-              "model": spec.model_id, "best_step": meta["best_step"], "best_val_mse": meta["best_val_mse"]}
+              "model": spec.model_id, "best_step": meta["best_step"], "best_val_mse": meta["best_val_mse"],
+              "mean_weight": mean_weight}
     tmp = Path(str(predictions_out) + ".tmp")
     with open(tmp, "w") as f:
         f.write("gene_id\tchrom\ttarget\tprediction\n")

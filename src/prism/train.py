@@ -157,10 +157,10 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     dropped (batch statistics of a 1-gene batch would break BatchNorm).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, n_choices: int = 1):
         if n < batch_size:
             raise ValueError(f"{n} training genes are fewer than one batch of {batch_size}")
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.n, self.batch_size, self.seed, self.n_choices = n, batch_size, seed, n_choices
         self.epoch, self._skip = 0, 0
 
     def __len__(self) -> int:
@@ -173,10 +173,14 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self._skip = batches
 
     def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=gen)
+        # mixed-cell training: per gene and epoch, which cell line's signals and target it brings
+        choice = torch.randint(self.n_choices, (self.n,), generator=gen) if self.n_choices > 1 else None
         skip, self._skip = self._skip, 0
         for b in range(skip, len(self)):
-            yield perm[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+            yield idx.tolist() if choice is None else list(zip(idx.tolist(), choice[idx].tolist()))
 
 
 class AtomicModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
@@ -246,21 +250,20 @@ def _accelerator(training: dict) -> tuple[str, str]:
 def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]], model_cfg: dict,
               training: dict, out_dir: str | Path, *, threads: int | None = None, log=print) -> dict:
     """Train one run; write ``model.pt`` and ``history.csv`` into out_dir; return a summary."""
-    if len(run.cells) != 1:
-        raise NotImplementedError(f"mixed-cell training ({run.cells_id}) is not implemented yet")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
     _quiet_lightning()
     L.seed_everything(run.seed, workers=True, verbose=False)
-    cell = run.cells[0]
     spec = run.model
-    data = CellData(cell, genes[cell], shard_paths[cell], list(spec.signals), spec.length)
-    train_set, val_set = GeneIndex(data, "train"), GeneIndex(data, "valid")
-    log(f"run {run.path}: {len(train_set)} train / {len(val_set)} valid genes of {cell}, "
+    datas = [CellData(c, genes[c], shard_paths[c], list(spec.signals), spec.length) for c in run.cells]
+    train_set = GeneIndex(datas, "train", pick_cell=True)
+    val_set = GeneIndex(datas, "valid")
+    log(f"run {run.path}: {len(train_set)} train / {len(val_set)} valid genes of {run.cells_id}"
+        f"{' (each training gene brings one cell line, drawn per epoch)' if len(datas) > 1 else ''}, "
         f"settings {spec.as_dict()}")
-    sampler = EpochBatchSampler(len(train_set), training["batch_size"], run.seed)
+    sampler = EpochBatchSampler(len(train_set), training["batch_size"], run.seed, train_set.n_choices)
     workers = training.get("num_workers", 0)
     # A loader generator of its own: creating an iterator must not draw from the global RNG, or a
     # resumed run would diverge from an uninterrupted one.
@@ -293,7 +296,7 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     best_path = best_cb.best_model_path or str(last)
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     state = {k.removeprefix("model."): v for k, v in best["state_dict"].items()}
-    summary = {"run": run.path, "cell": cell, "spec": spec.as_dict(), "model_cfg": dict(model_cfg),
+    summary = {"run": run.path, "cells": list(run.cells), "spec": spec.as_dict(), "model_cfg": dict(model_cfg),
                "best_val_mse": float(best_cb.best_model_score) if best_cb.best_model_score is not None else None,
                "best_step": int(best["global_step"]), "steps": int(trainer.global_step),
                "parameters": sum(p.numel() for p in task.model.parameters() if p.requires_grad)}
