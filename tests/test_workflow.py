@@ -55,6 +55,9 @@ def test_paper_table1_trains_three_cell_lines_by_five_seeds(tmp_path):
 def test_lint_is_clean():
     p = smk("--lint")
     assert "Congratulations" in p.stdout + p.stderr
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr
 
 
 def test_config_error_is_one_line(tmp_path):
