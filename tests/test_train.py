@@ -113,6 +113,17 @@ def test_training_is_deterministic_and_evaluates(shards, tmp_path):
     assert meta["spec"]["K"] == 2 and not model.training
 
 
+def test_changed_settings_do_not_resume_old_checkpoints(shards, tmp_path):
+    _train(shards, tmp_path / "r", max_steps=14)
+    assert (tmp_path / "r/checkpoints/last.ckpt").exists()
+    msgs = []
+    run = Run((CELL,), ModelSpec(length=200, K=2), 2)
+    train_run(run, {CELL: shards["genes"]}, {CELL: shards["shards"]}, MODEL, {**TRAINING, "max_steps": 14, "lr": 1e-3},
+              tmp_path / "r", threads=1, log=msgs.append)
+    assert any("moved it to" in m for m in msgs) and not any("resuming" in m for m in msgs)
+    assert (tmp_path / "r/checkpoints.superseded.1/last.ckpt").exists()  # kept, not deleted
+
+
 def test_parse_variant():
     assert parse_variant("full", ["a", "b"]) == ([1.0, 1.0], False)
     assert parse_variant("drop-b", ["a", "b"]) == ([1.0, 0.0], False)

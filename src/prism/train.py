@@ -9,6 +9,7 @@ settings needed to rebuild the model; see :mod:`prism.evaluate`). Rerunning it r
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -228,6 +229,22 @@ class ResumeCheckpoint(L.Callback):
                 self._emit(f"{why}: saved {self.path} at step {step}")
 
 
+def _retire_stale_checkpoints(ckpt_dir: Path, settings: dict, log):
+    """Resume only what was started with the same settings; keep (never delete) checkpoints of other settings."""
+    stamp = ckpt_dir / "settings.json"
+    text = json.dumps(settings, sort_keys=True, indent=1)
+    if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text() != text):
+        n = 1
+        while (aside := ckpt_dir.with_name(f"checkpoints.superseded.{n}")).exists():
+            n += 1
+        ckpt_dir.rename(aside)
+        log(f"the settings changed since {ckpt_dir} was written: moved it to {aside} and starting afresh")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, stamp)
+
+
 def _quiet_lightning():
     """Keep job logs to what a user reads: no Lightning tips or upstream deprecation noise."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -276,6 +293,7 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     task = PrismTask(model_cfg, spec.as_dict(), training)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    _retire_stale_checkpoints(ckpt_dir, {"run": run.path, "model": dict(model_cfg), "training": dict(training)}, log)
     best_cb = AtomicModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mse", mode="min",
                                     save_top_k=1, enable_version_counter=False)
     accelerator, precision = _accelerator(training)
