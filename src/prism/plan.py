@@ -32,6 +32,12 @@ FIGURES = ("figure_table2",)
 TRAINED_TABLES = ("table1", "table2", "table7")
 
 
+#: file extension of each signal kind, as the repositories name their downloads (ENCODE: ``bigBed``)
+SIGNAL_EXT = {"bigwig": "bigWig", "hic": "hic", "bigbed": "bigBed"}
+#: signal kinds that become per-base tracks of the shards (a bigBed as its 0/1 interval coverage)
+TRACK_KINDS = ("bigwig", "bigbed")
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be planned; the message names the key at fault."""
 
@@ -136,7 +142,7 @@ class Plan:
                         if src not in sources:
                             raise ConfigError(f"{key} uses source {src!r}, but sources.{src} is not configured")
                         kind = s.get("kind", "hic" if src == "4dn" else "bigwig")
-                        ext = {"bigwig": "bigWig", "hic": "hic"}[kind]
+                        ext = SIGNAL_EXT[kind]
                         acc = s[src]
                         tmpl = sources[src]
                         asset = Asset(
@@ -167,7 +173,7 @@ class Plan:
             raise ConfigError(f"no asset named {name!r} under assets:") from None
 
     def signal(self, cell: str, name: str) -> tuple[str, str]:
-        """(path, kind) of one signal of one cell line; kind is 'bigwig' or 'hic'."""
+        """(path, kind) of one signal of one cell line; kind is 'bigwig', 'bigbed' or 'hic'."""
         try:
             return self._signal_paths[(cell, name)]
         except KeyError:
@@ -178,6 +184,10 @@ class Plan:
 
     def bigwig_tracks(self, cell: str) -> dict[str, str]:
         return {n: p for (c, n), (p, k) in self._signal_paths.items() if c == cell and k == "bigwig"}
+
+    def tracks(self, cell: str) -> dict[str, tuple[str, str]]:
+        """{name: (path, kind)} of the signals that become shard tracks (bigWig, bigBed), in config order."""
+        return {n: (p, k) for (c, n), (p, k) in self._signal_paths.items() if c == cell and k in TRACK_KINDS}
 
     def hic(self, cell: str) -> str | None:
         hics = [p for (c, n), (p, k) in self._signal_paths.items() if c == cell and k == "hic"]
