@@ -66,7 +66,7 @@ def shard_inputs(wildcards):
         "genes": f"results/genes/{wildcards.cell}.tsv",
         "fasta": "results/genome/hg38.ml.fa",
         "fai": "results/genome/hg38.ml.fa.fai",
-        "tracks": list(PLAN.bigwig_tracks(wildcards.cell).values()),
+        "tracks": [path for path, kind in PLAN.tracks(wildcards.cell).values()],
     }
     hic = PLAN.hic(wildcards.cell)
     if hic:
@@ -78,7 +78,7 @@ def shard_params(wildcards):
     pre = config["preprocess"]
     hic = PLAN.hic(wildcards.cell)
     return {
-        "tracks": PLAN.bigwig_tracks(wildcards.cell),
+        "tracks": PLAN.tracks(wildcards.cell),
         "hic": (
             {
                 "path": hic,
