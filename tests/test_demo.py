@@ -106,3 +106,17 @@ def test_target_is_learnable_from_motif_and_h3k27ac(demo_mirror, demo_fasta):
     r = np.corrcoef(x @ coef, y)[0, 1]
     assert r > 0.5, r
     assert coef[1] > 0 and coef[2] > 0
+
+
+def test_synthA_footprint_bigbed(demo_mirror):
+    """ENCODE-style footprint bigBed of synthA: metadata as ENCODE's, intervals readable by pyBigWig."""
+    fp = demo_mirror["cells"]["synthA"]["footprints"]
+    path = Path(fp["path"])
+    assert fp["accession"] == "ENCFFSYA003" and path.name == "ENCFFSYA003.bigBed"
+    meta = json.loads((path.parent.parent / "metadata.json").read_text())
+    assert meta["file_format"] == "bigBed" and meta["output_type"] == "footprints" and meta["md5sum"] == _md5(path)
+    bb = pyBigWig.open(str(path))
+    assert bb.isBigBed() and bb.chroms() == demo_mirror["chromosomes"]
+    entries = bb.entries("chr22", 0, demo_mirror["chromosomes"]["chr22"])
+    assert entries[0][:2] == (0, entries[0][1]) and all(8 <= e - s <= 30 for s, e, _ in entries)
+    assert "footprints" not in demo_mirror["cells"]["synthB"]

@@ -112,13 +112,23 @@ def test_ensembl_style_chromosome_names_become_chr(demo_mirror, tmp_path):
 
 
 def test_genelist_from_zip_member(demo_mirror, tmp_path):
+    """A Zenodo-style ABC bundle: the GeneList is one member among folders and other files."""
     bundle = tmp_path / "abc.zip"
-    with zipfile.ZipFile(bundle, "w") as zf:
-        zf.write(demo_mirror["cells"]["synthA"]["genelist"], "K562/Neighborhoods/GeneList.txt")
-    spec = {"source": "abc_genelist", "path": str(bundle), "member": "K562/Neighborhoods/GeneList.txt"}
+    member = "K562_DNase_hic_1MB_ABC_nominated/Neighborhoods/GeneList.txt"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("K562_DNase_hic_1MB_ABC_nominated/", "")
+        zf.writestr("K562_DNase_hic_1MB_ABC_nominated/Neighborhoods/EnhancerList.txt", "chr\tstart\tend\n")
+        zf.write(demo_mirror["cells"]["synthA"]["genelist"], member)
+        zf.write(demo_mirror["cells"]["synthA"]["genelist"], "old_run/GeneList.txt")
+    spec = {"source": "abc_genelist", "path": str(bundle), "member": member}
     df = _build(demo_mirror, promoter_activity=spec)
     pd.testing.assert_frame_equal(df, _build(demo_mirror))
-    with pytest.raises(DataError, match="abc.zip: zip has no member nope.txt"):
+    wrong = "K562_DNase_hic_1MB_ABC_nominated/GeneList.txt"
+    with pytest.raises(DataError) as err:
+        _build(demo_mirror, promoter_activity={**spec, "member": wrong})
+    assert str(err.value) == (f"{bundle}: zip has no member {wrong}; its GeneList.txt members: {member}, "
+                              "old_run/GeneList.txt")
+    with pytest.raises(DataError, match="abc.zip: zip has no member nope.txt; its nope.txt members: none$"):
         _build(demo_mirror, promoter_activity={**spec, "member": "nope.txt"})
 
 

@@ -55,6 +55,8 @@ CHROMOSOMES = {
 }
 
 CELLS = ("synthA", "synthB", "synthC")
+#: the cell line whose mirror also carries a DNase-footprint bigBed (ENCODE-style, kind bigbed)
+FOOTPRINT_CELL = "synthA"
 #: cells whose expression and promoter activity come from the CSV / ABC GeneList
 CSV_CELLS = ("synthA", "synthB")
 
@@ -99,7 +101,7 @@ def write_mirror(
     ``manifest`` (paths as str), ``chromosomes`` {name: length}, ``motif``, ``n_genes``
     {split: count}, and ``cells`` {cell: {"h3k27ac"/"dnase"/"hic": {"accession", "path",
     "md5", "file_size"}, "genelist": path or None, "cage_bigwig": path or None,
-    "expression_column": str or None}}. ``MANIFEST.json`` lists every file with md5 and size.
+    "expression_column": str or None}}; synthA's entry also has "footprints" (a bigBed, same record). ``MANIFEST.json`` lists every file with md5 and size.
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -156,6 +158,17 @@ def write_mirror(
             {"accession": acc, "md5sum": entry["hic"]["md5"], "file_size": entry["hic"]["file_size"],
              "status": "released"},
         )
+        if cell == FOOTPRINT_CELL:
+            # own generator: the footprints leave every other file of the mirror unchanged
+            acc = f"ENCFFSY{letter}003"
+            path = root / "encode" / "files" / acc / "@@download" / f"{acc}.bigBed"
+            write_bigbed(path, chrom_sizes, _footprints(np.random.default_rng([seed, 3000 + ci]), genes))
+            entry["footprints"] = _file_record(acc, path)
+            _write_json(
+                root / "encode" / "files" / acc / "metadata.json",
+                {"accession": acc, "md5sum": entry["footprints"]["md5"], "file_size": entry["footprints"]["file_size"],
+                 "assembly": "GRCh38", "output_type": "footprints", "file_format": "bigBed", "status": "released"},
+            )
         if cell in CSV_CELLS:
             entry["genelist"] = str(_write_genelist(root / "abc" / cell / "GeneList.txt", genes, state))
             entry["expression_column"] = expression_column(cell)
@@ -399,6 +412,55 @@ def _write_bigwig(path: Path, signal: dict, *, rename: bool = False) -> None:
         )
     bw.close()
     os.replace(tmp, path)
+
+
+def _footprints(rng, genes: pd.DataFrame) -> dict[str, np.ndarray]:
+    """{chrom: (k, 2) int64 [start, end)} DNase-footprint-like intervals of 8-30 bp, sorted by start:
+    0-6 per gene within TSS +-600 (some overlapping), one at each chromosome's first base."""
+    out = {}
+    for chrom, (size, _, _) in CHROMOSOMES.items():
+        tss = genes.loc[genes["chrom"] == chrom, "tss"].to_numpy()
+        k = rng.integers(0, 7, len(tss))
+        starts = np.repeat(tss, k) + rng.integers(-600, 600, int(k.sum()))
+        starts = np.clip(np.append(starts, 0), 0, size - 31)
+        iv = np.column_stack([starts, starts + rng.integers(8, 31, len(starts))]).astype(np.int64)
+        out[chrom] = iv[np.lexsort((iv[:, 1], iv[:, 0]))]
+    return out
+
+
+def write_bigbed(path, chrom_sizes: dict, intervals: dict, *, items_per_block: int = 256) -> None:
+    """A BED4 bigBed (UCSC bbi format, version 4, uncompressed blocks, no zoom levels) that pyBigWig reads.
+
+    chrom_sizes {chrom: length}; intervals {chrom: (k, 2) int [start, end) sorted by start}; each record
+    is named ``fp<i>``. pyBigWig reads bigBed but cannot write it, and no UCSC tool is installed here.
+    """
+    import struct
+
+    names = sorted(chrom_sizes)  # the chromosome B+ tree is searched by name: ids in sorted order
+    key_size = max(len(n) for n in names)
+    chrom_tree = struct.pack("<IIIIQQ", 0x78CA8C91, len(names), key_size, 8, len(names), 0)
+    chrom_tree += struct.pack("<BBH", 1, 0, len(names))
+    for i, name in enumerate(names):
+        chrom_tree += name.encode().ljust(key_size, b"\0") + struct.pack("<II", i, chrom_sizes[name])
+    header_size, data_start = 64, 64 + len(chrom_tree)
+    blocks, leaves, n_items, offset = [], [], 0, data_start + 8
+    for i, name in enumerate(names):
+        iv = np.asarray(intervals.get(name, np.zeros((0, 2))), dtype=np.int64).reshape(-1, 2)
+        for b0 in range(0, len(iv), items_per_block):
+            part = iv[b0 : b0 + items_per_block]
+            block = b"".join(struct.pack("<III", i, int(s), int(e)) + f"fp{n_items + j}".encode() + b"\0"
+                             for j, (s, e) in enumerate(part))
+            leaves.append(struct.pack("<IIIIQQ", i, int(part[:, 0].min()), i, int(part[:, 1].max()), offset, len(block)))
+            blocks.append(block)
+            offset += len(block)
+            n_items += len(part)
+    index_start = offset
+    first, last = struct.unpack("<IIIIQQ", leaves[0]), struct.unpack("<IIIIQQ", leaves[-1])
+    index = struct.pack("<IIQIIIIQII", 0x2468ACE0, max(len(leaves), 1), len(leaves), first[0], first[1],
+                        last[2], last[3], index_start, items_per_block, 0)
+    index += struct.pack("<BBH", 1, 0, len(leaves)) + b"".join(leaves)
+    header = struct.pack("<IHHQQQHHQQIQ", 0x8789F2EB, 4, 0, header_size, data_start, index_start, 4, 4, 0, 0, 0, 0)
+    _atomic_bytes(path, header + chrom_tree + struct.pack("<Q", n_items) + b"".join(blocks) + index)
 
 
 def _write_cage_bigwig(path: Path, genes: pd.DataFrame, cage: np.ndarray) -> None:

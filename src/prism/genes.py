@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 import re
 import zipfile
 from pathlib import Path
@@ -297,7 +298,11 @@ def _read_table(path, columns, *, key, sep=",", member=None) -> pd.DataFrame:
         if member:
             with zipfile.ZipFile(path) as zf:
                 if member not in zf.namelist():
-                    raise DataError(f"{path}: zip has no member {member}")
+                    # list the members of the same file name (an ABC bundle holds one GeneList.txt per run)
+                    base = posixpath.basename(member)
+                    found = [m for m in zf.namelist() if posixpath.basename(m) == base]
+                    raise DataError(f"{path}: zip has no member {member}; its {base} members: "
+                                    f"{', '.join(found) if found else 'none'}")
                 df = pd.read_csv(io.BytesIO(zf.read(member)), sep=sep, dtype={key: str})
         else:
             df = pd.read_csv(path, sep=sep, dtype={key: str})

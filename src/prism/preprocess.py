@@ -1,13 +1,15 @@
-"""Build one shard (cell line x chromosome) from the gene table, the genome, bigWigs and a .hic.
+"""Build one shard (cell line x chromosome) from the gene table, the genome, bigWigs/bigBeds and a .hic.
 
-Each input file is read once per chromosome, in bulk: the chromosome's sequence (pyfaidx), each
-bigWig's per-base values (``bw.values(chrom, 0, size, numpy=True)``) and the .hic's near-diagonal
-band (hicstraw ``getRecords`` in chunks). Per gene, windows are then slices of those arrays.
+Each input file is read once per chromosome, in bulk and in order: the sequence (pyfaidx) and each
+bigWig's per-base values (``bw.values(chrom, a, b, numpy=True)``) in stretches of :data:`CHUNK_BP`
+bases, each bigBed's intervals at once (``entries``), the .hic's near-diagonal band (hicstraw
+``getRecords`` in chunks of rows). Per gene, windows are views into those arrays (no per-gene reads).
 
 Transforms, as in the reference code (DATA.md, "How each per-gene input is built"):
 
 - sequence: uppercase A/C/G/T -> 0..3, anything else -> 4 (N); strand ignored (forward only);
 - bigWig tracks: raw per-base values, NaN -> 0, no log, no scaling;
+- bigBed tracks (e.g. DNase footprints): 1 where a base lies inside any interval, else 0;
 - Hi-C: observed contacts, normalisation as configured (the paper: VC), 5 kb bins, intra-chromosomal;
   for each bin offset o around the TSS bin t, x = contact(t, t + o) (0 where no pixel), then
   :func:`transform_hic` (ABC QC, power-law scaling, pseudocount, NaN -> 0, log10(x + 1)).
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from prism.genes import DataError, normalize_chrom, read_gene_table, resolve_chrom
 from prism.shards import N_CODE, encode_seq, hic_offsets_for, write_shard
@@ -39,7 +42,9 @@ HIC_MIN_DISTANCE = 5000  # distances are clipped to at least this (bp)
 HIC_PSEUDOCOUNT_DISTANCE = 1_000_000  # pseudocount = min(powerlaw(d), powerlaw(this))
 HIC_QC_FLANK = 500  # a gene whose contacts over TSS +-500 bp sum below HIC_QC_MIN gets NaN
 HIC_QC_MIN = 0.01
-HIC_CHUNK_BINS = 200  # rows of the band fetched per getRecords call
+HIC_CHUNK_BINS = 1000  # rows of the band fetched per getRecords call (200: 0.77 s, 1000: 0.63 s on hg38 chr1)
+#: bases of a chromosome read at once for sequence and bigWig windows: bounds memory (hg38 chr1: 16 stretches)
+CHUNK_BP = 16_000_000
 
 
 # ---------------------------------------------------------------- genome
@@ -74,19 +79,6 @@ def gunzip_fasta(src_gz, dest) -> Path:
         if tmp.exists():
             tmp.unlink()
     return dest
-
-
-def _read_chrom_codes(fasta, chrom: str) -> np.ndarray:
-    """Sequence codes (uint8, see prism.shards) of one whole chromosome."""
-    import pyfaidx
-
-    fa = pyfaidx.Fasta(str(fasta), as_raw=True, sequence_always_upper=False)
-    try:
-        name = resolve_chrom(chrom, fa.keys(), fasta)
-        raw = fa[name][:]
-    finally:
-        fa.close()
-    return encode_seq(raw.encode("ascii"))
 
 
 # ---------------------------------------------------------------- Hi-C
@@ -200,22 +192,26 @@ def build_shard(
 ) -> dict:
     """Write the shard of one chromosome: every gene of `genes_tsv` on `chrom` (empty shard if none).
 
-    tracks: {name: bigWig path}, in channel order (the paper: h3k27ac, dnase).
+    tracks: {name: path} (a bigWig) or {name: (path, kind)} with kind ``bigwig`` (raw per-base values)
+      or ``bigbed`` (1 inside any interval, else 0), in channel order (the paper: h3k27ac, dnase).
     hic: {"path": .hic, "normalization": "VC", "resolution": 5000} or None (shard gets hic (n, 0)).
     window: W (even), bp. Returns {"path", "n_genes", "seconds"}.
+
+    The chromosome is read in stretches of :data:`CHUNK_BP` bases (sequence, bigWigs) so that memory
+    stays near n * W * (1 + 4 * T) bytes plus one stretch, whatever the chromosome's length.
     """
     t0 = time.perf_counter()
     window = int(window)
     if window <= 0 or window % 2:
         raise DataError(f"window must be a positive even number, got {window}")
-    half = window // 2
     chrom = normalize_chrom(chrom)
     genes = read_gene_table(genes_tsv)
     genes = genes[genes["chrom"] == chrom].sort_values("tss", kind="stable")
     gene_id = genes["gene_id"].to_numpy(dtype=str)
     tss = genes["tss"].to_numpy(dtype=np.int64)
     n = len(genes)
-    names = list(tracks)
+    specs = {name: _track_spec(name, v) for name, v in tracks.items()}
+    names = list(specs)
     if hic:
         resolution = int(hic.get("resolution", 5000))
         normalization = str(hic.get("normalization", "VC"))
@@ -227,25 +223,15 @@ def build_shard(
     track_arr = np.zeros((n, len(names), window), dtype=np.float32)
     hic_arr = np.zeros((n, len(hic_offsets)), dtype=np.float32)
     if n:
-        codes = _read_chrom_codes(fasta, chrom)
-        size = len(codes)
+        size = _fill_sequence(fasta, chrom, tss, seq)
         outside = (tss < 0) | (tss >= size)
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
             raise DataError(f"{genes_tsv}: gene {gene_id[i]} TSS {tss[i]} is outside {chrom} of {fasta} ({size} bp)")
-        # pad both ends by W/2 so that window i is padded[tss_i : tss_i + W]
-        padded = np.concatenate([np.full(half, N_CODE, np.uint8), codes, np.full(half, N_CODE, np.uint8)])
-        del codes
-        for i, t in enumerate(tss):
-            seq[i] = padded[t : t + window]
-        del padded
         for j, name in enumerate(names):
-            values = _read_bigwig_chrom(tracks[name], chrom, size)  # raw, NaN -> 0
-            padded = np.concatenate([np.zeros(half, np.float32), values, np.zeros(half, np.float32)])
-            del values
-            for i, t in enumerate(tss):
-                track_arr[i, j] = padded[t : t + window]
-            del padded
+            path, kind = specs[name]
+            fill = _fill_bigwig if kind == "bigwig" else _fill_bigbed
+            fill(path, chrom, size, tss, track_arr[:, j])
         if hic:
             max_offset = int(max(np.abs(hic_offsets).max(), -(-HIC_QC_FLANK // resolution)))
             band = _read_hic_band(hic["path"], chrom, normalization, resolution, max_offset, size)
@@ -267,19 +253,120 @@ def build_shard(
     return {"path": str(out), "n_genes": n, "seconds": seconds}
 
 
-def _read_bigwig_chrom(path, chrom: str, size: int) -> np.ndarray:
-    """Per-base values of one whole chromosome, float32, NaN -> 0 (raw: no log, no scaling)."""
+TRACK_KINDS = ("bigwig", "bigbed")
+
+
+def _track_spec(name: str, value) -> tuple[str, str]:
+    """(path, kind) of one track given as a path, a (path, kind) pair or {"path", "kind"}."""
+    if isinstance(value, dict):
+        path, kind = value["path"], value.get("kind", "bigwig")
+    elif isinstance(value, (list, tuple)):
+        path, kind = value
+    else:
+        path, kind = value, "bigwig"
+    if kind not in TRACK_KINDS:
+        raise DataError(f"{path}: track {name} has kind {kind!r}, not one of {', '.join(TRACK_KINDS)}")
+    return str(path), kind
+
+
+# ---------------------------------------------------------------- per-gene windows from chunked reads
+
+
+def _stretches(tss: np.ndarray, half: int):
+    """(i0, i1, lo, hi) per stretch: genes i0:i1 (TSS sorted) have TSS in one CHUNK_BP stretch, and
+    [lo, hi) (may reach past the chromosome ends) spans all their windows [tss - half, tss + half)."""
+    key = tss // CHUNK_BP
+    cuts = np.flatnonzero(np.diff(key)) + 1
+    for i0, i1 in zip(np.r_[0, cuts], np.r_[cuts, len(tss)]):
+        yield int(i0), int(i1), int(tss[i0]) - half, int(tss[i1 - 1]) + half
+
+
+def _windows(read, size: int, tss: np.ndarray, out: np.ndarray, pad) -> None:
+    """Fill out[i] (n, W) with bases [tss_i - W/2, tss_i + W/2) of a chromosome of `size` bases.
+
+    read(a, b) returns bases [a, b) (0 <= a < b <= size) as an array of out's dtype; bases past the
+    ends take `pad`. The chromosome is read one stretch at a time; windows are views into it.
+    """
+    window = out.shape[1]
+    for i0, i1, lo, hi in _stretches(tss, window // 2):
+        buf = np.full(hi - lo, pad, dtype=out.dtype)
+        a, b = max(lo, 0), min(hi, size)
+        if a < b:
+            buf[a - lo : b - lo] = read(a, b)
+        out[i0:i1] = sliding_window_view(buf, window)[tss[i0:i1] - window // 2 - lo]
+
+
+def _fill_sequence(fasta, chrom: str, tss: np.ndarray, out: np.ndarray) -> int:
+    """Sequence codes of every window into out (n, W) uint8; returns the chromosome's length."""
+    import pyfaidx
+
+    try:
+        fa = pyfaidx.Fasta(str(fasta), as_raw=True, sequence_always_upper=False)
+    except (pyfaidx.UnsupportedCompressionFormat, FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{fasta}: cannot index FASTA ({str(exc).splitlines()[0]})") from None
+    try:
+        record = fa[resolve_chrom(chrom, fa.keys(), fasta)]
+        size = len(record)
+        _windows(lambda a, b: encode_seq(record[a:b].encode("ascii")), size, tss, out, N_CODE)
+    finally:
+        fa.close()
+    return size
+
+
+def _fill_bigwig(path, chrom: str, size: int, tss: np.ndarray, out: np.ndarray) -> None:
+    """Raw per-base bigWig values of every window into out (n, W) float32; NaN (no data) -> 0."""
     import pyBigWig
 
     bw = pyBigWig.open(str(path))
-    if bw is None:
+    if bw is None or not bw.isBigWig():
         raise DataError(f"{path}: not a readable bigWig")
     try:
         name = resolve_chrom(chrom, bw.chroms(), path)
         length = bw.chroms(name)
         if length != size:
             raise DataError(f"{path}: {name} is {length} bp, the genome says {size} (assembly mismatch?)")
-        values = bw.values(name, 0, length, numpy=True).astype(np.float32, copy=False)
+
+        def read(a, b):
+            return np.nan_to_num(bw.values(name, a, b, numpy=True), copy=False, nan=0.0)
+
+        _windows(read, size, tss, out, 0.0)
     finally:
         bw.close()
-    return np.nan_to_num(values, copy=False, nan=0.0)
+
+
+def _fill_bigbed(path, chrom: str, size: int, tss: np.ndarray, out: np.ndarray) -> None:
+    """0/1 coverage of a bigBed's intervals (1 inside any interval) in every window, out (n, W) float32.
+
+    All intervals of the chromosome are read at once (``entries``); a chromosome absent from the file
+    has no intervals (bedToBigBed lists only chromosomes with data), which is logged.
+    """
+    import pyBigWig
+
+    bb = pyBigWig.open(str(path))
+    if bb is None or not bb.isBigBed():
+        raise DataError(f"{path}: not a readable bigBed")
+    try:
+        try:
+            name = resolve_chrom(chrom, bb.chroms(), path)
+        except DataError:
+            log.warning("%s: no %s intervals (chromosome absent): track is all 0", path, chrom)
+            return
+        length = bb.chroms(name)
+        if length != size:
+            raise DataError(f"{path}: {name} is {length} bp, the genome says {size} (assembly mismatch?)")
+        entries = bb.entries(name, 0, length, withString=False) or []
+    finally:
+        bb.close()
+    iv = np.array(entries, dtype=np.int64).reshape(-1, 2)
+    order = np.argsort(iv[:, 0], kind="stable")
+    starts, ends = iv[order, 0], np.maximum.accumulate(iv[order, 1]) if len(iv) else iv[:, 1]
+
+    def read(a, b):
+        # intervals sorted by start with running-max ends: those overlapping [a, b) are contiguous
+        i0, i1 = np.searchsorted(ends, a, side="right"), np.searchsorted(starts, b, side="left")
+        depth = np.zeros(b - a + 1, dtype=np.int32)
+        np.add.at(depth, np.clip(starts[i0:i1] - a, 0, b - a), 1)
+        np.add.at(depth, np.clip(ends[i0:i1] - a, 0, b - a), -1)
+        return (np.cumsum(depth[:-1]) > 0).astype(np.float32)
+
+    _windows(read, size, tss, out, 0.0)
