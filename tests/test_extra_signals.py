@@ -46,7 +46,7 @@ def footprint_plan(demo_mirror, tmp_path_factory):
 
 
 def test_footprints_are_wired_from_config_to_shard(footprint_plan, demo_mirror, demo_fasta, demo_gene_tables):
-    plan, cfg, workdir = footprint_plan
+    plan, _, workdir = footprint_plan
     tracks = plan.tracks("synthA")
     assert list(tracks) == ["h3k27ac", "dnase", "footprints"]
     assert tracks["footprints"] == ("resources/encode/ENCFFSYA003.bigBed", "bigbed")
@@ -77,7 +77,8 @@ def test_chunked_reads_equal_one_stretch(demo_mirror, demo_fasta, demo_gene_tabl
     entry = demo_mirror["cells"]["synthA"]
     tracks = {"h3k27ac": entry["h3k27ac"]["path"], "footprints": (entry["footprints"]["path"], "bigbed")}
     hic = {"path": entry["hic"]["path"], "normalization": "NONE", "resolution": 5000}
-    kw = dict(genes_tsv=demo_gene_tables["synthA"], chrom="chr1", fasta=demo_fasta, tracks=tracks, hic=hic, window=W)
+    kw = {"genes_tsv": demo_gene_tables["synthA"], "chrom": "chr1", "fasta": demo_fasta, "tracks": tracks,
+          "hic": hic, "window": W}
     build_shard(**kw, out=tmp_path / "whole.npz")
     monkeypatch.setattr(preprocess, "CHUNK_BP", 7_000)  # most genes in a stretch of their own
     monkeypatch.setattr(preprocess, "HIC_CHUNK_BINS", 7)
@@ -101,8 +102,8 @@ def test_bigbed_without_the_chromosome_is_all_zero(demo_mirror, demo_fasta, demo
 
 def test_wrong_file_kind_is_a_one_line_error(demo_mirror, demo_fasta, demo_gene_tables, tmp_path):
     entry = demo_mirror["cells"]["synthA"]
-    kw = dict(genes_tsv=demo_gene_tables["synthA"], chrom="chr22", fasta=demo_fasta, hic=None, window=W,
-              out=tmp_path / "x.npz")
+    kw = {"genes_tsv": demo_gene_tables["synthA"], "chrom": "chr22", "fasta": demo_fasta, "hic": None, "window": W,
+          "out": tmp_path / "x.npz"}
     with pytest.raises(DataError, match=r"ENCFFSYA003.bigBed: not a readable bigWig$"):
         build_shard(tracks={"footprints": entry["footprints"]["path"]}, **kw)
     with pytest.raises(DataError, match=r"ENCFFSYA001.bigWig: not a readable bigBed$"):
@@ -135,7 +136,7 @@ def test_nan_runs_in_a_bigwig_become_zero(demo_mirror, demo_fasta, demo_gene_tab
 
 
 def test_plan_keeps_bigbed_out_of_promoter_activity(footprint_plan):
-    plan, cfg, _ = footprint_plan
+    _, cfg, _ = footprint_plan
     cfg = copy.deepcopy(cfg)
     sig = cfg["cell_lines"]["synthC"]["signals"]
     sig["dnase"] = {"url": "file:///x/dnase.bb", "kind": "bigbed"}
