@@ -319,7 +319,8 @@ def main() -> None:
     res, wall = _run_steps([("genes", "genes", {**inputs, "out": str(genes_tsv)})], 1)
     print(f"\ngene table: {res['genes'][0]:.1f} s, peak RSS {_gb(res['genes'][1])}")
 
-    reference = N_GENES * REFERENCE_FLOATS * 4
+    n_genes = sum(inputs["genes_per_chrom"].get(c, 0) for c in opts.chroms)
+    reference = n_genes * REFERENCE_FLOATS * 4
     order = sorted(opts.chroms, key=lambda c: -GRCH38[c])
     for window in opts.windows:
         shard_dir = root / "results" / f"shards_W{window}" / CELL
@@ -344,7 +345,7 @@ def main() -> None:
               f"of {opts.jobs} at once at most {_gb(sum(peaks[: opts.jobs]))}")
         print(f"shards: {total_bytes / 1e6:.1f} MB on disk ({raw_bytes / 1e6:.1f} MB uncompressed; Hi-C part "
               f"{hic_bytes / 1e6:.2f} MB)")
-        print(f"the reference's 200,000-float Hi-C vector per TSS: {N_GENES:,} x {REFERENCE_FLOATS:,} x 4 B = "
+        print(f"the reference's 200,000-float Hi-C vector per TSS: {n_genes:,} x {REFERENCE_FLOATS:,} x 4 B = "
               f"{_gb(reference)}; ratio to our shards {reference / total_bytes:.0f}x on disk, "
               f"{reference / raw_bytes:.0f}x uncompressed, {reference / hic_bytes:.0f}x Hi-C to Hi-C")
 
