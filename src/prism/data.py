@@ -13,12 +13,8 @@ import pandas as pd
 import torch
 
 from . import shards
-from .genes import DataError
+from .genes import FEATURES, DataError
 
-FEATURES = (
-    "UTR5LEN_log10zscore", "CDSLEN_log10zscore", "INTRONLEN_log10zscore", "UTR3LEN_log10zscore",
-    "UTR5GC", "CDSGC", "UTR3GC", "ORFEXONDENSITY", "promoter_activity",
-)
 
 
 @dataclass

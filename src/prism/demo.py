@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .genes import HALFLIFE_FEATURES
+
 #: planted promoter motif (a GC box); expression rises 0.2 log10 units per copy near the TSS
 MOTIF = "GGGGCGGGGC"
 #: half-width of the region around the TSS where motif copies count (bp)
@@ -60,16 +62,6 @@ FOOTPRINT_CELL = "synthA"
 #: cells whose expression and promoter activity come from the CSV / ABC GeneList
 CSV_CELLS = ("synthA", "synthB")
 
-HALFLIFE_FEATURES = [
-    "UTR5LEN_log10zscore",
-    "CDSLEN_log10zscore",
-    "INTRONLEN_log10zscore",
-    "UTR3LEN_log10zscore",
-    "UTR5GC",
-    "CDSGC",
-    "UTR3GC",
-    "ORFEXONDENSITY",
-]
 
 SPLIT_CSV = "epinformer/leave_chrom_out_crossvalidation_split_18377genes.csv"
 HALFLIFE_CSV = "epinformer/mRNA_halflife_features.csv"

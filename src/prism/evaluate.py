@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import FEATURES, CellData
+from .data import CellData
+from .genes import FEATURES
 from .metrics import regression_metrics
 from .model import ModelConfig, PrismModel
 from .runs import ModelSpec
