@@ -19,6 +19,8 @@ localrules:
     table2,
     table3,
     table7,
+    table13,
+    table16,
 
 
 rule all:

@@ -62,7 +62,13 @@ def test_paper_plan_shares_runs_between_tables(paper):
     assert len(t2) == (7 + 2 + 2) * 5 - 5 * 0  # K 0..6, lambda1 0.1/10, lambda2 0.1/10 (1.0 is K2 again)
     assert len(t2 & t1) == 2 * 5  # K = 0 is Caduceus w/ signals, K = 2 is Prism: the same runs as table1
     assert t7 <= t1  # table7's all-signals Caduceus is table1's
-    assert len(plan.runs()) == 75
+    t13 = plan.runs("table13")
+    assert {r.cells for r in t13} == {("K562",), ("GM12878",), ("K562", "GM12878")}
+    assert {r.path for r in t13 if len(r.cells) == 1} <= t1  # cell-specific Prism is table1's
+    t16 = plan.evaluations["table16"]
+    assert {e.run.model.retention for e in t16} == {0.9, 0.7, 0.5, 1.0}
+    assert {e.variant for e in t16 if e.run.model.K == 2} == {"weighted"}
+    assert len(plan.runs()) == 75 + 5 + 15  # + mixed-cell Prism, + three dropout rates
 
 
 def test_paper_assets(paper):

@@ -26,10 +26,10 @@ from urllib.parse import urlparse
 
 from .runs import ModelSpec, Run
 
-TABLES = ("table1", "table2", "table3", "table7")
+TABLES = ("table1", "table2", "table3", "table7", "table13", "table16")
 FIGURES = ("figure_table2",)
 #: Tables whose rows need trained runs (table3 only counts parameters).
-TRAINED_TABLES = ("table1", "table2", "table7")
+TRAINED_TABLES = ("table1", "table2", "table7", "table13", "table16")
 
 
 #: file extension of each signal kind, as the repositories name their downloads (ENCODE: ``bigBed``)
@@ -254,6 +254,23 @@ class Plan:
             variants = [("Baseline (all signals)", "full")] + [(f"Drop {s}", f"drop-{s}") for s in exp["drop"]]
             out += [Evaluation(table, "", label, c, Run((c,), spec, s), variant)
                     for label, variant in variants for c in cells for s in seeds]
+        elif table == "table13":
+            if len(cells) < 2:
+                raise ConfigError(f"{where}.cells: mixed-cell training needs at least two cell lines")
+            spec = self.model(exp.get("model", {}), f"{where}.model")
+            out += [Evaluation(table, "", "Prism (cell-specific)", c, Run((c,), spec, s)) for c in cells for s in seeds]
+            out += [Evaluation(table, "", "Prism (mixed-training)", c, Run(tuple(cells), spec, s))
+                    for c in cells for s in seeds]
+        elif table == "table16":
+            for r in exp["retention"]:
+                spec = self.model({**exp.get("dropout_model", {"K": 0}), "retention": r}, f"{where}.retention")
+                out += [Evaluation(table, "", f"Caduceus w/ dropout (retention {r:g})", c, Run((c,), spec, s))
+                        for c in cells for s in seeds]
+            spec = self.model(exp.get("model", {}), f"{where}.model")
+            if not spec.uses_confounder:
+                raise ConfigError(f"{where}.model must be Prism (K > 0, lambda1 != 0) to test its learned weights")
+            out += [Evaluation(table, "", "Prism w/ learned weights", c, Run((c,), spec, s), "weighted")
+                    for c in cells for s in seeds]
         return out
 
     def _check_runs(self):

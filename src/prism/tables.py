@@ -37,7 +37,8 @@ def load_entries(entries: list[dict]) -> pd.DataFrame:
     for e in entries:
         with open(e["metrics"]) as f:
             m = json.load(f)
-        for metric in METRICS:
+        extra = ["mean_weight"] if m.get("mean_weight") is not None and e["variant"] == "weighted" else []
+        for metric in [*METRICS, *extra]:
             rows.append({**{k: e[k] for k in ("group", "row", "cell", "seed", "model", "variant")},
                          "metric": metric, "value": m[metric]})
     return pd.DataFrame(rows)
@@ -98,6 +99,9 @@ def to_markdown(summary: pd.DataFrame, table: str, title: str, cited: dict | Non
         vals = [_fmt(*per_cell.get(c, {}).get(m, [None, None])) for c in cells for m in SHOWN]
         if any(vals):
             lines.append(f"| {label} | cited | " + " | ".join(vals) + " |")
+    for _, r in summary[summary["metric"] == "mean_weight"].iterrows():
+        lines.append(f"\n{r['row']} ({r['cell']}): mean learned weight {_fmt(r['mean'], r['std'])} "
+                     "(the paper: about 0.35 on K562)")
     lines += ["", "ours: mean ± sample std over seeds (n = seeds); paper: shared/paper/prism-paper.txt; "
               "metrics on log10(CAGE + 1), pooled over the test split.", ""]
     return "\n".join(lines)
@@ -107,6 +111,8 @@ TITLES = {
     "table1": "Table 1: gene expression prediction (test split)",
     "table2": "Table 2: sensitivity to K, lambda1 (intervention) and lambda2 (uniformity)",
     "table7": "Table 7: signals removed at test time from Caduceus trained on all signals",
+    "table13": "Table 13: Prism trained per cell line vs on several cell lines at once (tested per cell line)",
+    "table16": "Table 16: input-signal dropout during training vs Prism tested with its learned weights",
 }
 
 

@@ -29,7 +29,7 @@ wildcard_constraints:
     seed=r"\d+",
     cells=r"[A-Za-z0-9_.+-]+",
     model=r"L\d+_[A-Za-z0-9.+_-]+",
-    variant=r"full|drop-[a-z0-9.]+",
+    variant=r"full|weighted|drop-[a-z0-9.]+",
 
 
 def _run(wildcards):

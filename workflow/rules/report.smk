@@ -80,3 +80,15 @@ rule table7:
     input:
         "results/tables/table7.csv",
         "results/tables/table7.md",
+
+
+rule table13:
+    input:
+        "results/tables/table13.csv",
+        "results/tables/table13.md",
+
+
+rule table16:
+    input:
+        "results/tables/table16.csv",
+        "results/tables/table16.md",
