@@ -90,7 +90,7 @@ def test_table2_alone_builds_only_what_it_needs(tmp_path):
 @pytest.mark.slow
 def test_demo_end_to_end(demo_dir):
     tables = demo_dir / "results/tables"
-    for t in ("table1", "table2", "table3", "table7"):
+    for t in ("table1", "table2", "table3", "table7", "table13", "table16"):
         assert (tables / f"{t}.csv").stat().st_size > 0 and (tables / f"{t}.md").stat().st_size > 0
     assert (demo_dir / "results/figures/figure_table2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -108,6 +108,13 @@ def test_demo_end_to_end(demo_dir):
     t2 = pd.read_csv(tables / "table2.csv", dtype={"row": str})
     assert list(dict.fromkeys(t2[t2["group"] == "K"]["row"])) == ["0", "1", "2", "3"]
     assert "Prism" in (tables / "table1.md").read_text() and "paper" in (tables / "table1.md").read_text()
+
+    t13 = pd.read_csv(tables / "table13.csv")
+    assert set(t13["row"]) == {"Prism (cell-specific)", "Prism (mixed-training)"}
+    assert set(t13["cell"]) == {"synthA", "synthB"}
+    t16 = pd.read_csv(tables / "table16.csv")
+    weight = t16[t16["metric"] == "mean_weight"]["mean"]
+    assert len(weight) == 1 and 0 < weight.iloc[0] < 1
 
     # the downloads were verified and pinned
     assert (demo_dir / "resources/checksums.lock.json").exists()
