@@ -25,8 +25,9 @@ class Batch:
     target: torch.Tensor     # (B,) log10(CAGE + 1)
     index: torch.Tensor      # (B,) row in the CellData
 
-    def to(self, device):
-        return Batch(*(t.to(device) for t in (self.seq, self.signals, self.features, self.target, self.index)))
+    def to(self, device, **kwargs):
+        """On the device; Lightning passes ``non_blocking`` for CUDA."""
+        return Batch(*(t.to(device, **kwargs) for t in (self.seq, self.signals, self.features, self.target, self.index)))
 
 
 class CellData:
