@@ -424,3 +424,27 @@ def test_import_is_light():
     code = "import sys, prism.download; print('urllib.request' in sys.modules, 'requests' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_file_found_by_encode_experiment(tmp_path):
+    """The paper's DNase footprints are 'the footprint bigBed of experiment ENCSR000EOT'."""
+    from prism.download import resolve_experiment_file
+
+    exp = tmp_path / "experiment.json"
+    files = [
+        {"accession": "ENCFF001", "output_type": "footprints", "file_format": "bigBed", "assembly": "GRCh38",
+         "status": "released"},
+        {"accession": "ENCFF002", "output_type": "footprints", "file_format": "bed", "assembly": "GRCh38",
+         "status": "released"},
+        {"accession": "ENCFF003", "output_type": "footprints", "file_format": "bigBed", "assembly": "GRCh38",
+         "status": "revoked"},
+    ]
+    exp.write_text(json.dumps({"files": files}))
+    select = {"output_type": "footprints", "file_format": "bigBed", "assembly": "GRCh38"}
+    assert resolve_experiment_file(exp.as_uri(), select, name="fp", log=lambda m: None) == "ENCFF001"
+    with pytest.raises(AssetError, match=r"fp: no file of .* match .*hg19"):
+        resolve_experiment_file(exp.as_uri(), {**select, "assembly": "hg19"}, name="fp", log=lambda m: None)
+    files[1]["file_format"] = "bigBed"
+    exp.write_text(json.dumps({"files": files}))
+    with pytest.raises(AssetError, match=r"2 files \(ENCFF001, ENCFF002\)"):
+        resolve_experiment_file(exp.as_uri(), select, name="fp", log=lambda m: None)

@@ -83,7 +83,13 @@ def test_paper_assets(paper):
     assert plan.signal("K562", "hic") == ("resources/4dn/4DNFITUOMFUQ.hic", "hic")
     assert set(plan.bigwig_tracks("K562")) == {"h3k27ac", "dnase", "h3k4me3"}
     assert plan.gene_table_inputs("H1")["pa_dnase"] == "resources/encode/ENCFF232GUZ.bigWig"
-    assert len(plan.assets) == 17
+    assert len(plan.assets) == 18
+    fp = plan.assets["resources/encode/ENCSR000EOT.footprints.bigBed"]
+    assert fp.resolve["experiment_url"] == "https://www.encodeproject.org/experiments/ENCSR000EOT/?format=json"
+    assert fp.resolve["select"] == {"file_format": "bigBed", "assembly": "GRCh38", "output_type": "footprints"}
+    assert fp.resolve["download"].format(accession="ENCFF1") == \
+        "https://www.encodeproject.org/files/ENCFF1/@@download/ENCFF1.bigBed"
+    assert plan.signal("K562", "footprints") == ("resources/encode/ENCSR000EOT.footprints.bigBed", "bigbed")
 
 
 def test_demo_plan_uses_the_mirror():

@@ -36,7 +36,7 @@ def dry_run(*args, cwd=ROOT):
 def test_paper_config_dry_run_plans_every_table(tmp_path):
     # in an empty working directory: no asset is present
     counts = dry_run("--directory", str(tmp_path), "--configfile", str(ROOT / "config/config.yaml"))
-    assert counts["download"] == 17
+    assert counts["download"] == 18
     assert counts["train"] == 95
     assert counts["gene_table"] == 3
     assert counts["shard"] == 3 * 23

@@ -161,6 +161,18 @@ def write_mirror(
                 {"accession": acc, "md5sum": entry["footprints"]["md5"], "file_size": entry["footprints"]["file_size"],
                  "assembly": "GRCh38", "output_type": "footprints", "file_format": "bigBed", "status": "released"},
             )
+            # the experiment, as ENCODE lists its files: the footprints are found by experiment, not file
+            _write_json(
+                root / "encode" / "experiments" / f"ENCSRSY{letter}001" / "metadata.json",
+                {"accession": f"ENCSRSY{letter}001", "assay_term_name": "DNase-seq", "files": [
+                    {"accession": acc, "output_type": "footprints", "file_format": "bigBed",
+                     "assembly": "GRCh38", "status": "released"},
+                    {"accession": f"ENCFFSY{letter}004", "output_type": "footprints", "file_format": "bed",
+                     "assembly": "GRCh38", "status": "released"},
+                    {"accession": f"ENCFFSY{letter}005", "output_type": "footprints", "file_format": "bigBed",
+                     "assembly": "hg19", "status": "released"},
+                ]},
+            )
         if cell in CSV_CELLS:
             entry["genelist"] = str(_write_genelist(root / "abc" / cell / "GeneList.txt", genes, state))
             entry["expression_column"] = expression_column(cell)

@@ -336,6 +336,35 @@ def _check_metadata(name: str, spec: AssetSpec, meta: dict) -> None:
                              f"({spec.metadata_url})")
 
 
+def resolve_experiment_file(experiment_url: str, select: dict[str, str], *, name: str, retries: int = 5,
+                            backoff: float = 2.0, timeout: float = 60.0,
+                            log: Callable[[str], None] = print) -> str:
+    """The accession of the one released file of an ENCODE experiment whose fields match ``select``.
+
+    For assets known by experiment, not file (the paper's DNase footprints: "the footprint bigBed of
+    experiment ENCSR000EOT"). ``experiment_url`` is the experiment's JSON with ``files`` embedded as
+    objects (``accession``, ``output_type``, ``file_format``, ``assembly``, ``status``); ``select`` is
+    e.g. ``{"output_type": "footprints", "file_format": "bigBed", "assembly": "GRCh38"}``. No match, or
+    more than one, is an AssetError naming what was found, so a changed experiment never goes unnoticed.
+    """
+    ctx = _Ctx(AssetSpec(url=experiment_url), name, retries, backoff, timeout, log)
+    files = _get_metadata(ctx, experiment_url).get("files")
+    if not isinstance(files, list):
+        raise AssetError(f"{name}: experiment metadata {experiment_url} has no 'files' list")
+    files = [f for f in files if isinstance(f, dict) and str(f.get("status", "")).lower() not in REFUSED_STATUS
+             and str(f.get("status", "released")).lower() != "replaced"]
+    hits = [f for f in files if all(str(f.get(k)) == str(v) for k, v in select.items())]
+    if len(hits) != 1:
+        seen = sorted({" ".join(str(f.get(k)) for k in select) for f in files})
+        what = "no file" if not hits else f"{len(hits)} files ({', '.join(str(f.get('accession')) for f in hits)})"
+        raise AssetError(f"{name}: {what} of {experiment_url} match {select}; its files have: {'; '.join(seen)}")
+    acc = hits[0].get("accession")
+    if not isinstance(acc, str) or not acc:
+        raise AssetError(f"{name}: the matching file of {experiment_url} has no accession")
+    log(f"{experiment_url}: {select} is {acc}")
+    return acc
+
+
 def _scalar_fields(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
 

@@ -53,9 +53,13 @@ class Asset:
     metadata_url: str | None = None
     expect: dict = field(default_factory=dict)
     auth_env: tuple[str, str] | None = None
+    #: for files known by ENCODE experiment: {"experiment_url", "select", "download", "metadata"}, the
+    #: last two templates still holding {accession}, filled once the experiment names the file
+    resolve: dict | None = None
 
     def as_params(self) -> dict:
         return {
+            "resolve": self.resolve,
             "url": self.url,
             "md5": self.md5,
             "size": self.size,
@@ -157,13 +161,36 @@ class Plan:
                         break
                 else:
                     kind = s["kind"]
-                    url = self._fill(s["url"])
-                    asset = Asset(f"resources/signals/{cell}/{signal}/{_basename(url)}", url, s.get("md5"), s.get("size"))
+                    if "encode_experiment" in s:
+                        asset = self._experiment_asset(s, sources, key)
+                    else:
+                        url = self._fill(s["url"])
+                        asset = Asset(f"resources/signals/{cell}/{signal}/{_basename(url)}", url, s.get("md5"),
+                                      s.get("size"))
                 self._signal_paths[(cell, signal)] = (self._add(asset), kind)
             for what in ("expression", "promoter_activity"):
                 ref = spec[what].get("asset")
                 if ref is not None and ref not in self._asset_by_name:
                     raise ConfigError(f"cell_lines.{cell}.{what}.asset names {ref!r}, which is not under assets:")
+
+    def _experiment_asset(self, s: dict, sources: dict, key: str) -> Asset:
+        """A file named by its ENCODE experiment and fields; its accession is resolved at download time."""
+        tmpl = sources.get("encode", {})
+        if "experiment" not in tmpl:
+            raise ConfigError(f"{key} uses encode_experiment, but sources.encode.experiment is not configured")
+        exp, ext = s["encode_experiment"], SIGNAL_EXT[s["kind"]]
+        expect = {**tmpl.get("expect", {}), **s.get("expect", {})}
+        select = {"file_format": ext, **({"assembly": expect["assembly"]} if "assembly" in expect else {}),
+                  **s["select"]}
+        slug = "_".join(str(v).replace(" ", "-") for k, v in s["select"].items())
+        experiment_url = self._fill(tmpl["experiment"], accession=exp)
+        return Asset(
+            path=f"resources/encode/{exp}.{slug}.{ext}", url=experiment_url, md5=s.get("md5"), size=s.get("size"),
+            expect={**expect, **select},  # the chosen file's own metadata must say what selected it
+            resolve={"experiment_url": experiment_url, "select": select,
+                     "download": self._fill(tmpl["download"], accession="{accession}", ext=ext),
+                     "metadata": self._fill(tmpl["metadata"], accession="{accession}", ext=ext)},
+        )
 
     def asset(self, name: str) -> str:
         """Path of a shared asset by its config name."""
