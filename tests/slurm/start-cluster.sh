@@ -101,6 +101,8 @@ DefMemPerCPU=1000
 # finished jobs stay visible to squeue for 5 minutes (the executor plugin polls squeue)
 MinJobAge=300
 ReturnToService=2
+# a cancelled job's processes get SIGTERM, then SIGKILL this many seconds later (default 30)
+KillWait=5
 SchedulerType=sched/backfill
 MpiDefault=none
 # no slurmdbd: no accounting (and so no AccountingStorageTRES)
