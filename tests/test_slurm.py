@@ -240,6 +240,8 @@ def test_cancelled_training_job_is_retried_and_resumes(slurm_run, tmp_path):
     # the retry resumed from the checkpoint and finished the run
     log = (d / "results/logs/train/synthA/L200_h3k27ac+dnase+hic_K0/seed22.log").read_text()
     assert f"resuming from {last.relative_to(d)}" in log, log[-3000:]
+    resumed_at = int(re.search(r"training from step (\d+) to 240", log)[1])
+    assert 0 < resumed_at < 240  # not from scratch (SIGTERM saves a step that need not be a multiple of 40)
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[-1].split(",")[:2] == ["240", "train"], history[-3:]
     assert (run_dir / "model.pt").exists()
