@@ -26,20 +26,25 @@ TRAINING = {"batch_size": 8, "max_steps": 60, "lr": 3e-3, "warmup_start_lr": 1e-
             "checkpoint_every": 7, "precision": "auto", "num_workers": 0}
 
 
-@pytest.fixture(scope="module")
-def shards(demo_mirror, demo_fasta, demo_gene_tables, tmp_path_factory):
+def build_cell_shards(mirror, fasta, gene_tables, cell, out) -> list[str]:
+    """The workflow's shards of one demo cell line (window 400: every test length fits)."""
     from prism.preprocess import build_shard
 
-    out = tmp_path_factory.mktemp("shards")
-    entry = demo_mirror["cells"][CELL]
+    entry = mirror["cells"][cell]
     paths = []
-    for chrom in demo_mirror["chromosomes"]:
-        p = out / f"{chrom}.npz"
-        build_shard(genes_tsv=demo_gene_tables[CELL], chrom=chrom, fasta=demo_fasta,
+    for chrom in mirror["chromosomes"]:
+        p = out / f"{cell}_{chrom}.npz"
+        build_shard(genes_tsv=gene_tables[cell], chrom=chrom, fasta=fasta,
                     tracks={"h3k27ac": entry["h3k27ac"]["path"], "dnase": entry["dnase"]["path"]},
                     hic={"path": entry["hic"]["path"], "normalization": "NONE", "resolution": 5000},
                     window=400, out=p)
         paths.append(str(p))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def shards(demo_mirror, demo_fasta, demo_gene_tables, tmp_path_factory):
+    paths = build_cell_shards(demo_mirror, demo_fasta, demo_gene_tables, CELL, tmp_path_factory.mktemp("shards"))
     return {"genes": str(demo_gene_tables[CELL]), "shards": paths}
 
 
@@ -170,17 +175,7 @@ def _kill_after(proc, out, step):
 
 
 def test_mixed_cell_training_draws_cells_per_gene(shards, demo_mirror, demo_fasta, demo_gene_tables, tmp_path):
-    from prism.preprocess import build_shard
-
-    entry = demo_mirror["cells"]["synthB"]
-    b_shards = []
-    for chrom in demo_mirror["chromosomes"]:
-        p = tmp_path / f"B_{chrom}.npz"
-        build_shard(genes_tsv=demo_gene_tables["synthB"], chrom=chrom, fasta=demo_fasta,
-                    tracks={"h3k27ac": entry["h3k27ac"]["path"], "dnase": entry["dnase"]["path"]},
-                    hic={"path": entry["hic"]["path"], "normalization": "NONE", "resolution": 5000},
-                    window=400, out=p)
-        b_shards.append(str(p))
+    b_shards = build_cell_shards(demo_mirror, demo_fasta, demo_gene_tables, "synthB", tmp_path)
     datas = [CellData(CELL, shards["genes"], shards["shards"], ["h3k27ac"], 100),
              CellData("synthB", str(demo_gene_tables["synthB"]), b_shards, ["h3k27ac"], 100)]
     from prism.data import GeneIndex
