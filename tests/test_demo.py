@@ -68,14 +68,16 @@ def test_tables_have_the_real_columns(demo_mirror):
     counts = split["fold_11"].value_counts().to_dict()
     assert counts == demo_mirror["n_genes"] == {"train": 360, "valid": 120, "test": 120}
     hl = pd.read_csv(demo_mirror["halflife_csv"])
-    assert list(hl.columns) == ["ENSID", "chrom", "TSS"] + demo.HALFLIFE_FEATURES
+    # EPInformer's real layout: gene_id (not ENSID), chromosomes without "chr"
+    assert list(hl.columns) == ["chrom", "TSS", "gene_id", "Gene name", "Gene description"] + demo.HALFLIFE_FEATURES
+    assert set(hl["chrom"].astype(str)) == {"1", "2", "3", "21", "22", "X"}
     expr = pd.read_csv(demo_mirror["expression_csv"])
     assert list(expr.columns) == ["ENSID", "Gene name", "chrom", "TSS", "synthA_CAGE_128*3_sum", "synthB_CAGE_128*3_sum"]
     gl = pd.read_csv(demo_mirror["cells"]["synthA"]["genelist"], sep="\t")
     assert list(gl.columns) == [
         "chr", "start", "end", "name", "score", "strand", "symbol", "tss", "H3K27ac.RPM.TSS1Kb", "DHS.RPM.TSS1Kb"
     ]
-    assert (gl["symbol"] == hl["ENSID"]).all() and (gl["tss"] == hl["TSS"]).all()
+    assert (gl["symbol"] == hl["gene_id"]).all() and (gl["tss"] == hl["TSS"]).all()
 
 
 def test_genome_is_uppercase_acgtn_in_60_columns(demo_mirror, demo_fasta):
@@ -94,7 +96,7 @@ def test_target_is_learnable_from_motif_and_h3k27ac(demo_mirror, demo_fasta):
     fa = pyfaidx.Fasta(str(demo_fasta))
     bw = pyBigWig.open(demo_mirror["cells"]["synthA"]["h3k27ac"]["path"])
     motif, k27 = [], []
-    for chrom, tss in zip(hl["chrom"], hl["TSS"]):
+    for chrom, tss in zip("chr" + hl["chrom"].astype(str), hl["TSS"]):
         region = str(fa[chrom][max(0, tss - 250) : tss + 250])
         motif.append(region.count(demo.MOTIF))
         size = bw.chroms(chrom)

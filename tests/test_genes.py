@@ -163,3 +163,11 @@ def test_bigwig_without_the_chromosome_is_an_error(demo_mirror, tmp_path):
     bw.close()
     with pytest.raises(DataError, match=r"only_chr1.bw: chromosome chr2 is missing"):
         _build(demo_mirror, cell="synthC", expression={"source": "bigwig_sum", "path": str(path), "flank": 192})
+
+
+def test_halflife_csv_keyed_by_ensid_also_reads(demo_mirror, tmp_path):
+    """EPInformer's half-life CSV names its ID column gene_id; a copy keyed by ENSID gives the same table."""
+    hl = pd.read_csv(demo_mirror["halflife_csv"]).rename(columns={"gene_id": "ENSID"})
+    path = tmp_path / "halflife.csv"
+    hl.to_csv(path, index=False)
+    pd.testing.assert_frame_equal(_build(demo_mirror, halflife_csv=path), _build(demo_mirror))

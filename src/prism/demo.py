@@ -290,7 +290,10 @@ def _write_gene_tables(rng, root: Path, genes: pd.DataFrame, cells) -> None:
         "UTR3GC": rng.uniform(0.3, 0.6, n),
         "ORFEXONDENSITY": rng.uniform(0.05, 0.6, n),
     }
-    hl = pd.DataFrame({"ENSID": genes["gene_id"], "chrom": genes["chrom"], "TSS": genes["tss"]})
+    # EPInformer's layout: chrom (no "chr"), TSS, gene_id, Gene name, Gene description, the 8 features
+    hl = pd.DataFrame({"chrom": genes["chrom"].str.removeprefix("chr"), "TSS": genes["tss"],
+                       "gene_id": genes["gene_id"], "Gene name": genes["gene_name"],
+                       "Gene description": "synthetic gene"})
     for name in HALFLIFE_FEATURES:
         hl[name] = np.round(feats[name], 6)
     _atomic_text(root / HALFLIFE_CSV, hl.to_csv(index=False, lineterminator="\n", float_format="%.6f"))

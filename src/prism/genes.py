@@ -142,8 +142,10 @@ def build_gene_table(
             log.warning("%s: dropped %d genes on chromosomes absent from %s", cell, int(off.sum()), genome_fai_or_sizes)
             table = table[~off]
 
-    hl = _read_table(halflife_csv, ["ENSID", "chrom", "TSS"] + HALFLIFE_FEATURES, key="ENSID")
-    hl = hl.rename(columns={"ENSID": "gene_id"})
+    # EPInformer's file names its ID column gene_id (chrom,TSS,gene_id,Gene name,...); ENSID is accepted too
+    hl_key = "gene_id" if "gene_id" in _header(halflife_csv) else "ENSID"
+    hl = _read_table(halflife_csv, [hl_key, "chrom", "TSS"] + HALFLIFE_FEATURES, key=hl_key)
+    hl = hl.rename(columns={hl_key: "gene_id"})
     hl["chrom"] = hl["chrom"].map(normalize_chrom)
     table = _inner(table, hl.rename(columns={"chrom": "hl_chrom", "TSS": "tss"}), halflife_csv, cell)
     clash = table["chrom"] != table["hl_chrom"]
@@ -289,6 +291,14 @@ def bigwig_window_sums(path, chroms, tss, flank: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- reading helpers
+
+
+def _header(path, sep=",") -> list[str]:
+    """Column names of a CSV (an unreadable file is left for _read_table to report)."""
+    try:
+        return list(pd.read_csv(path, sep=sep, nrows=0).columns)
+    except (OSError, ValueError):
+        return []
 
 
 def _read_table(path, columns, *, key, sep=",", member=None) -> pd.DataFrame:
