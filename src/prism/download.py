@@ -312,13 +312,18 @@ def _get_metadata(ctx: _Ctx, url: str) -> dict:
                 raise _Transient(f"metadata request failed: {_describe(exc)}") from None
 
         raw = ctx.with_retries(url, attempt)
+    return _json_object(raw, f"{ctx.name}: metadata at {url}")
+
+
+def _json_object(text, what: str) -> dict:
+    """Parse a JSON object, or raise one AssetError line starting with ``what``."""
     try:
-        meta = json.loads(raw)
+        data = json.loads(text)
     except ValueError:
-        raise AssetError(f"{ctx.name}: metadata at {url} is not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise AssetError(f"{ctx.name}: metadata at {url} is not a JSON object")
-    return meta
+        raise AssetError(f"{what} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise AssetError(f"{what} is not a JSON object")
+    return data
 
 
 def _check_metadata(name: str, spec: AssetSpec, meta: dict) -> None:
@@ -387,13 +392,7 @@ def _read_lock(lock: Path, name: str) -> dict:
         raise AssetError(f"{name}: cannot read lock file {lock}: {exc}") from None
     if not text.strip():
         return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise AssetError(f"{name}: lock file {lock} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise AssetError(f"{name}: lock file {lock} is not a JSON object")
-    return data
+    return _json_object(text, f"{name}: lock file {lock}")
 
 
 def _lock_record(lock: Path, key: str, entry: dict, name: str) -> None:
