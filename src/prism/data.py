@@ -6,7 +6,7 @@ Sequence stays as uint8 codes and Hi-C at its bin resolution; both are expanded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,10 +24,13 @@ class Batch:
     features: torch.Tensor   # (B, 9)
     target: torch.Tensor     # (B,) log10(CAGE + 1)
     index: torch.Tensor      # (B,) row in the CellData
+    #: inputs only some architectures read, by name (e.g. "blacklist" (B, L) bool for Seq2Exp)
+    extra: dict = field(default_factory=dict)
 
     def to(self, device, **kwargs):
         """On the device; Lightning passes ``non_blocking`` for CUDA."""
-        return Batch(*(t.to(device, **kwargs) for t in (self.seq, self.signals, self.features, self.target, self.index)))
+        return Batch(*(t.to(device, **kwargs) for t in (self.seq, self.signals, self.features, self.target, self.index)),
+                     extra={k: v.to(device, **kwargs) for k, v in self.extra.items()})
 
 
 class CellData:
