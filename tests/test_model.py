@@ -105,10 +105,32 @@ def test_copies_share_one_backbone_batch():
     assert seen == [torch.Size([8, 100, 16])]  # B * (K + 1)
 
 
-def test_softmax_weights_sum_to_one():
+def test_softmax_weights_sum_to_one_over_d_model():
+    """The authors' softmax option normalises each weight vector over d_model (BASELINES.md)."""
     model = PrismModel(K=3, weight_activation="softmax", **SMALL)
-    w = model(*inputs(2, 100, 3))["weights"]
-    assert torch.allclose(w.sum(-1), torch.ones(2, 16), atol=1e-6)
+    w = model(*inputs(2, 100, 3))["weights"]  # (B, d_model, K)
+    assert torch.allclose(w.sum(1), torch.ones(2, 3), atol=1e-6)
+
+
+def test_float64_forward_and_gradcheck_of_the_whole_model():
+    torch.manual_seed(0)
+    model = PrismModel(d_model=4, n_layer=1, d_state=2, K=1, confounder_width=2).double().eval()
+    seq, signals, features = (t.double() for t in inputs(1, 70, 3))
+    out = model(seq, signals, features)
+    assert out["pred"].dtype == torch.float64
+    signals.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s: model(seq, s, features)["pred_intervention"], (signals,),
+                                    eps=1e-6, atol=1e-5, nondet_tol=1e-7)
+
+
+def test_residual_stream_follows_autocast_unless_residual_in_fp32():
+    seen = {}
+    for fp32 in (False, True):
+        model = PrismModel(residual_in_fp32=fp32, **SMALL)
+        model.backbone.layers[0].register_forward_hook(lambda m, a, o, k=fp32: seen.__setitem__(k, o.dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(*inputs(1, 100, 3))
+    assert seen == {False: torch.bfloat16, True: torch.float32}
 
 
 def test_signal_weights_scale_raw_signals():

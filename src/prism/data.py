@@ -77,6 +77,15 @@ class CellData:
         self.hic, self.hic_offsets = sh["hic"], sh["hic_offsets"]
         self.hic_resolution, self.tss, self.window = int(sh["hic_resolution"]), sh["tss"], window
 
+    @classmethod
+    def from_inputs(cls, cell: str, inputs: dict, spec, arch: dict) -> "CellData":
+        """The data of one cell line for one run, from the files the plan names by role
+        (prism.plan.Plan.data_inputs: genes, shards or store, and the extra inputs of the architecture)."""
+        if "shards" not in inputs:
+            raise DataError(f"cell line {cell}: no shards among the inputs ({', '.join(inputs)})")
+        data = cls(cell, inputs["genes"][0], inputs["shards"], list(spec.signals), spec.length)
+        return data
+
     def __len__(self) -> int:
         return len(self.gene_id)
 
@@ -157,7 +166,8 @@ class GeneIndex(torch.utils.data.Dataset):
                 order.append(sel)
         inv = np.argsort(np.concatenate(order))  # back to the sampler's order
         cat = [torch.cat([getattr(p, f) for p in parts])[inv] for f in ("seq", "signals", "features", "target", "index")]
-        return Batch(*cat)
+        extra = {k: torch.cat([p.extra[k] for p in parts])[inv] for k in parts[0].extra}
+        return Batch(*cat, extra=extra)
 
 
 def _rows_of(data: CellData, genes: list[str]) -> np.ndarray:

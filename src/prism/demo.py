@@ -57,8 +57,13 @@ CHROMOSOMES = {
 }
 
 CELLS = ("synthA", "synthB", "synthC")
-#: the cell line whose mirror also carries a DNase-footprint bigBed (ENCODE-style, kind bigbed)
+#: the cell line whose mirror also carries a DNase-footprint bigBed (ENCODE-style, kind bigbed) and the
+#: other extra signals of the paper's Appendix H (H3K4me3, ChIA-PET as bigWigs), like K562
 FOOTPRINT_CELL = "synthA"
+#: a cell line with signals but no expression at all: predictions only (no table can test on it)
+UNMEASURED_CELL = "synthD"
+#: the ENCODE-style hg38 blacklist of the mirror (BED.gz, as ENCFF356LFX)
+BLACKLIST = "encode/files/ENCFFSYBL01/@@download/ENCFFSYBL01.bed.gz"
 #: cells whose expression and promoter activity come from the CSV / ABC GeneList
 CSV_CELLS = ("synthA", "synthB")
 
@@ -173,6 +178,17 @@ def write_mirror(
                      "assembly": "hg19", "status": "released"},
                 ]},
             )
+        if cell == FOOTPRINT_CELL:
+            # own generator again: H3K4me3 (a sharp promoter mark following activity) and a noisy ChIA-PET signal
+            for j, (mark, signal) in enumerate(_extra_marks(np.random.default_rng([seed, 4000 + ci]), genes, state)):
+                acc = f"ENCFFSY{letter}{6 + j:03d}"
+                path = root / "encode" / "files" / acc / "@@download" / f"{acc}.bigWig"
+                _write_bigwig(path, signal)
+                entry[mark] = _file_record(acc, path)
+                _write_json(root / "encode" / "files" / acc / "metadata.json",
+                            {"accession": acc, "md5sum": entry[mark]["md5"], "file_size": entry[mark]["file_size"],
+                             "assembly": "GRCh38", "output_type": "fold change over control",
+                             "file_format": "bigWig", "status": "released"})
         if cell in CSV_CELLS:
             entry["genelist"] = str(_write_genelist(root / "abc" / cell / "GeneList.txt", genes, state))
             entry["expression_column"] = expression_column(cell)
@@ -183,6 +199,8 @@ def write_mirror(
         result["cells"][cell] = entry
 
     _write_expression_csv(root / EXPRESSION_CSV, genes, {c: expr_table[c] for c in cells if c in CSV_CELLS})
+    result["unmeasured"] = _write_unmeasured_cell(root, seed, genes, n_runs)
+    result["blacklist"] = str(_write_blacklist(root / BLACKLIST, np.random.default_rng([seed, 5000]), n_runs))
     result["manifest"] = str(_write_manifest(root))
     return result
 
@@ -419,6 +437,66 @@ def _write_bigwig(path: Path, signal: dict, *, rename: bool = False) -> None:
         )
     bw.close()
     os.replace(tmp, path)
+
+
+def _extra_marks(rng, genes: pd.DataFrame, state: dict):
+    """(name, {chrom: per-step signal}) of H3K4me3 (promoter peaks scaled by activity a) and ChIA-PET (noise
+    plus weak promoter peaks), with the same NaN gaps as the cell line's H3K27ac."""
+    out = {"h3k4me3": {}, "chiapet": {}}
+    for chrom, (size, _, _) in CHROMOSOMES.items():
+        nstep = -(-size // _STEP)
+        centre = np.arange(nstep) * _STEP + _STEP / 2
+        sel = (genes["chrom"] == chrom).to_numpy()
+        k4 = 0.2 + 0.1 * rng.gamma(2.0, 0.5, nstep)
+        cp = 0.5 + 0.5 * rng.gamma(1.0, 1.0, nstep)
+        for t, ag in zip(genes["tss"].to_numpy()[sel], state["a"][sel]):
+            lo, hi = max(0, (t - 1500) // _STEP), min(nstep, (t + 1500) // _STEP + 1)
+            x = centre[lo:hi] - t
+            k4[lo:hi] += 8.0 * ag * np.exp(-0.5 * (x / 200.0) ** 2)
+            cp[lo:hi] += 1.0 * ag * np.exp(-0.5 * (x / 600.0) ** 2)
+        gaps = np.isnan(state["h3k27ac"][chrom])
+        out["h3k4me3"][chrom] = np.where(gaps, np.nan, np.round(k4, 3)).astype(np.float32)
+        out["chiapet"][chrom] = np.where(gaps, np.nan, np.round(cp, 3)).astype(np.float32)
+    return list(out.items())
+
+
+def _write_unmeasured_cell(root: Path, seed: int, genes: pd.DataFrame, n_runs) -> dict:
+    """synthD: H3K27ac and DNase bigWigs and a .hic, but no CAGE anywhere (a cell line to predict for)."""
+    rng = np.random.default_rng([seed, 6000])
+    state = _cell_state(rng, genes, n_runs)
+    entry = {}
+    for j, mark in enumerate(("h3k27ac", "dnase")):
+        acc = f"ENCFFSYD{j + 1:03d}"
+        path = root / "encode" / "files" / acc / "@@download" / f"{acc}.bigWig"
+        _write_bigwig(path, state[mark])
+        entry[mark] = _file_record(acc, path)
+        _write_json(root / "encode" / "files" / acc / "metadata.json",
+                    {"accession": acc, "md5sum": entry[mark]["md5"], "file_size": entry[mark]["file_size"],
+                     "assembly": "GRCh38", "output_type": "fold change over control", "file_format": "bigWig",
+                     "status": "released"})
+    acc = "4DNFISYNTHD1"
+    path = root / "4dn" / "files-processed" / acc / "@@download" / f"{acc}.hic"
+    _write_hic(path, state["hic_pixels"])
+    entry["hic"] = _file_record(acc, path)
+    _write_json(root / "4dn" / "files-processed" / acc / "metadata.json",
+                {"accession": acc, "md5sum": entry["hic"]["md5"], "file_size": entry["hic"]["file_size"],
+                 "status": "released"})
+    return entry
+
+
+def _write_blacklist(path: Path, rng, n_runs) -> Path:
+    """ENCODE-style blacklist BED.gz (chrom, start, end, reason): each N run, plus a few short regions."""
+    rows = []
+    for chrom, (size, _, _) in CHROMOSOMES.items():
+        for s, e in n_runs[chrom]:
+            rows.append((chrom, s, e, "High Signal Region"))
+        for _ in range(3):
+            s = int(rng.integers(0, size - 2000))
+            rows.append((chrom, s, s + int(rng.integers(200, 1500)), "Low Mappability"))
+    rows.sort(key=lambda r: (list(CHROMOSOMES).index(r[0]), r[1]))
+    text = "".join(f"{c}\t{s}\t{e}\t{why}\n" for c, s, e, why in rows)
+    _atomic_bytes(path, gzip.compress(text.encode(), compresslevel=6, mtime=0))
+    return path
 
 
 def _footprints(rng, genes: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -1,7 +1,9 @@
 """Trained models: build, load, and score on a split (no Lightning: evaluation jobs start fast).
 
-``evaluate_run`` scores a ``model.pt`` on one cell line's test split, optionally with a test-time
-variant (a signal zeroed), through the one metrics function.
+``evaluate_run`` scores one run's ``model.pt`` on every (cell line, test-time variant) the plan asks
+of it, through the one metrics function, and writes one ``evaluation.json`` plus per-gene predictions.
+``predict_cell`` applies a model to every gene of a cell line, measured or not (prism.predict writes
+the TSV and BED); ``confounder_weights`` writes Prism's learned weights per test gene (Figure 5).
 """
 
 from __future__ import annotations
@@ -13,96 +15,156 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .archs import build_model as _build_arch
+from .archs import kind as arch_kind
 from .data import CellData
 from .genes import FEATURES
 from .metrics import regression_metrics
-from .model import ModelConfig, PrismModel
-from .runs import ModelSpec
+from .plan import variant_kind
+from .runs import DEFAULT_ARCH, ModelSpec
 
 
-def build_model(model_cfg: dict, spec: ModelSpec) -> PrismModel:
-    """The model of one run: architecture from the config, variant from the run's settings."""
-    spec = spec.canonical()
-    cfg = ModelConfig(
-        **{k: model_cfg[k] for k in ("d_model", "n_layer", "d_state", "d_conv", "expand", "confounder_width",
-                                     "center_len") if k in model_cfg},
-        n_signals=len(spec.signals), n_features=len(FEATURES), K=spec.K,
-        lambda1=spec.lambda1, lambda2=spec.lambda2,
-    )
-    return PrismModel(cfg)
+def spec_of(settings: dict, arch: dict) -> ModelSpec:
+    k = arch_kind(arch["kind"])
+    return ModelSpec.from_settings(settings, confounder=k.confounder, takes_signals=k.takes_signals)
 
 
-def load_model(path: str | Path) -> tuple[PrismModel, dict]:
+def build_model(arch: dict, spec: ModelSpec):
+    """The model of one run: architecture (kind + hyper-parameters) from the config, variant from the run."""
+    return _build_arch(arch, spec.canonical(), len(FEATURES))
+
+
+def load_model(path: str | Path):
+    """(model in eval mode, metadata) from a model.pt; a model.pt from before architectures is Prism's."""
     meta = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(meta["model_cfg"], ModelSpec.from_settings(meta["spec"]))
+    arch = meta.get("arch") or {"kind": "prism", "model": meta["model_cfg"]}
+    spec = spec_of(meta["spec"], arch)
+    model = build_model(arch, spec)
     model.load_state_dict(meta["state_dict"])
     model.eval()
-    return model, meta
+    return model, {**meta, "arch": arch, "spec_obj": spec}
 
 
-def parse_variant(variant: str, signals: list[str]) -> tuple[list[float], bool]:
-    """A test-time variant as (per-signal multipliers, use the interventional prediction).
+def apply_variant(batch, variant: str, signals: list[str]):
+    """The batch as a test-time variant sees it, and the model mode.
 
-    ``full``: the model as trained. ``drop-<signal>``: that signal zeroed (Table 7).
-    ``weighted``: Prism's learned weights multiplied into the embedded signals, i.e. the prediction made
-    from the K weighted copies (Table 16; only for models with a confounder encoder).
+    ``full``: as trained. ``drop-<signal>``: that signal zeroed (Table 7). ``length-<bp>``: the central
+    bp of the window only (Table 4: a model trained on long inputs tested on shorter ones).
+    ``weighted``: Prism predicting from its K weighted copies (Table 16).
     """
-    if variant == "full":
-        return [1.0] * len(signals), False
-    if variant == "weighted":
-        return [1.0] * len(signals), True
-    if variant.startswith("drop-") and variant[5:] in signals:
-        return [0.0 if s == variant[5:] else 1.0 for s in signals], False
-    raise ValueError(f"unknown test-time variant {variant!r} for a model with signals {signals}")
+    kind = variant_kind(variant)
+    if kind is None:
+        raise ValueError(f"unknown test-time variant {variant!r}")
+    if kind == "drop":
+        name = variant[5:]
+        if name not in signals:
+            raise ValueError(f"variant {variant!r}: the model has no signal {name!r} (signals {signals})")
+        sig = batch.signals.clone()
+        sig[:, signals.index(name)] = 0
+        batch = type(batch)(batch.seq, sig, batch.features, batch.target, batch.index, dict(batch.extra))
+    elif kind == "length":
+        L, keep = batch.seq.shape[1], int(variant[7:])
+        if keep > L:
+            raise ValueError(f"variant {variant!r} is longer than the model's input ({L} bp)")
+        a = (L - keep) // 2
+        extra = {k: (v[:, a:a + keep] if v.dim() >= 2 and v.shape[1] == L else v) for k, v in batch.extra.items()}
+        batch = type(batch)(batch.seq[:, a:a + keep], batch.signals[..., a:a + keep], batch.features, batch.target,
+                            batch.index, extra)
+    return batch, ("weighted" if kind == "weighted" else "eval")
 
 
 @torch.no_grad()
-def predict(model: PrismModel, data: CellData, rows: np.ndarray, *, multipliers=None, weighted=False,
-            batch_size=64, device="cpu") -> tuple[np.ndarray, float | None]:
-    """Predictions for the given rows, and the mean learned weight (None without a confounder encoder)."""
-    if weighted and not model.uses_confounder:
-        raise ValueError("the 'weighted' variant needs a model with a confounder encoder (K > 0, lambda1 != 0)")
+def predict(model, data: CellData, rows: np.ndarray, *, variant: str = "full", batch_size: int = 64,
+            device: str = "cpu", weights: bool = False) -> tuple[np.ndarray, float | None, np.ndarray | None]:
+    """(predictions, mean learned weight or None, per-gene weights (n, d_model, K) if asked and learned)."""
     model.to(device)
-    preds, wsum, wn = [], 0.0, 0
+    preds, wsum, wn, wall = [], 0.0, 0, []
     for i in range(0, len(rows), batch_size):
         b = data.batch(rows[i:i + batch_size]).to(device)
-        scale = None if multipliers is None else torch.tensor(multipliers, dtype=b.signals.dtype, device=device)
+        b, mode = apply_variant(b, variant, data.signal_names)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            out = model(b.seq, b.signals, b.features, signal_weights=scale, intervention=weighted)
-        preds.append(out["pred_intervention" if weighted else "pred"].float().cpu().numpy())
-        if out["weights"] is not None:
-            wsum += float(out["weights"].float().sum())
-            wn += out["weights"].numel()
-    return (np.concatenate(preds) if preds else np.zeros(0, np.float32)), (wsum / wn if wn else None)
+            out = model.forward_batch(b, mode)
+        preds.append(out["pred"].float().cpu().numpy())
+        w = out.get("weights")
+        if w is not None:
+            wsum += float(w.float().sum())
+            wn += w.numel()
+            if weights:
+                wall.append(w.float().cpu().numpy().astype(np.float16))
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.float32)
+    return pred, (wsum / wn if wn else None), (np.concatenate(wall) if wall else None)
 
 
-def evaluate_run(model_path: str | Path, cell: str, genes_tsv: str, shard_paths: list[str], variant: str,
-                 metrics_out: str | Path, predictions_out: str | Path, *, split="test", threads=None,
-                 log=print) -> dict:
-    """Score a trained model on one cell line's split; write metrics JSON and a per-gene predictions TSV."""
+def _device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _atomic_text(path, text: str):
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def evaluate_run(model_path: str | Path, tests: list[tuple[str, str]], data_inputs: dict[str, dict],
+                 metrics_out: str | Path, predictions_out: str | Path, *, split: str = "test",
+                 threads: int | None = None, log=print) -> dict:
+    """Score one model on each (cell line, variant) of ``tests``; ``data_inputs[cell]`` holds that cell
+    line's data files (prism.plan.Plan.data_inputs). Writes one JSON and one long predictions TSV."""
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_model(model_path)
-    spec = ModelSpec.from_settings(meta["spec"])
-    data = CellData(cell, genes_tsv, shard_paths, list(spec.signals), spec.length)
+    spec = meta["spec_obj"]
+    device = _device()
+    results, lines = {}, ["cell\tvariant\tgene_id\tchrom\ttarget\tprediction\n"]
+    datas = {}
+    for cell, variant in tests:
+        if cell not in datas:
+            datas[cell] = CellData.from_inputs(cell, data_inputs[cell], spec, meta["arch"])
+        data = datas[cell]
+        rows = data.indices(split)
+        if len(rows) == 0:
+            raise ValueError(f"cell line {cell}: no genes in the {split!r} split of its gene table")
+        pred, mean_weight, _ = predict(model, data, rows, variant=variant, device=device)
+        m = regression_metrics(data.target[rows], pred)
+        results[f"{cell}/{variant}"] = {**m, "mean_weight": mean_weight}
+        lines += [f"{cell}\t{variant}\t{g}\t{c}\t{y:.6g}\t{p:.6g}\n"
+                  for g, c, y, p in zip(data.gene_id[rows], data.chrom[rows], data.target[rows], pred)]
+        log(f"{cell} {split} ({variant}): mse {m['mse']:.4f} mae {m['mae']:.4f} pearson {m['pearson']:.4f} "
+            f"n {m['n']}" + (f" mean weight {mean_weight:.3f}" if mean_weight is not None else ""))
+    _atomic_text(predictions_out, "".join(lines))
+    out = {"run": meta["run"], "model": spec.model_id, "arch": meta["arch"].get("name", spec.arch),
+           "split": split, "best_step": meta.get("best_step"), "best_val_mse": meta.get("best_val_mse"),
+           "results": results}
+    _atomic_text(metrics_out, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def confounder_weights(model_path, cell: str, data_inputs: dict, out, *, split: str = "test", log=print):
+    """Prism's learned weights w_1..w_K per gene of a split as .npz: gene_id (n,), weights (n, d_model, K)."""
+    model, meta = load_model(model_path)
+    if not getattr(model, "uses_confounder", False):
+        raise ValueError(f"{model_path}: the model has no confounder encoder, so no learned weights")
+    data = CellData.from_inputs(cell, data_inputs, meta["spec_obj"], meta["arch"])
     rows = data.indices(split)
-    if len(rows) == 0:
-        raise ValueError(f"cell line {cell}: no genes in the {split!r} split of {genes_tsv}")
-    mult, weighted = parse_variant(variant, list(spec.signals))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    pred, mean_weight = predict(model, data, rows, multipliers=mult, weighted=weighted, device=device)
-    m = regression_metrics(data.target[rows], pred)
-    result = {**m, "cell": cell, "split": split, "variant": variant, "run": meta["run"],
-              "model": spec.model_id, "best_step": meta["best_step"], "best_val_mse": meta["best_val_mse"],
-              "mean_weight": mean_weight}
-    tmp = Path(str(predictions_out) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("gene_id\tchrom\ttarget\tprediction\n")
-        for g, c, y, p in zip(data.gene_id[rows], data.chrom[rows], data.target[rows], pred):
-            f.write(f"{g}\t{c}\t{y:.6g}\t{p:.6g}\n")
-    os.replace(tmp, predictions_out)
-    tmp = Path(str(metrics_out) + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, metrics_out)
-    log(f"{cell} {split} ({variant}): mse {m['mse']:.4f} mae {m['mae']:.4f} pearson {m['pearson']:.4f} n {m['n']}")
-    return result
+    _, mean_weight, w = predict(model, data, rows, device=_device(), weights=True)
+    tmp = Path(str(out) + ".tmp.npz")
+    np.savez(tmp, gene_id=data.gene_id[rows].astype(str), weights=w)
+    os.replace(tmp, out)
+    log(f"{cell} {split}: learned weights of {len(rows)} genes, shape {w.shape}, mean {mean_weight:.3f}")
+
+
+def predict_cell(model_path, cell: str, data_inputs: dict, tsv_out, bed_out, *, log=print):
+    """Predictions for every gene of a cell line (with or without measured expression)."""
+    from .predict import write_predictions
+
+    model, meta = load_model(model_path)
+    data = CellData.from_inputs(cell, data_inputs, meta["spec_obj"], meta["arch"])
+    rows = np.arange(len(data))
+    pred, _, _ = predict(model, data, rows, device=_device())
+    write_predictions(data.gene_id, data.chrom, data.tss, pred, tsv_out, bed_out,
+                      name=f"{cell} {meta['spec_obj'].model_id}", target=data.target)
+    log(f"{cell}: predicted {len(rows)} genes with {meta['run']}")
+
+
+__all__ = ["DEFAULT_ARCH", "apply_variant", "build_model", "confounder_weights", "evaluate_run", "load_model",
+           "predict", "predict_cell", "spec_of"]

@@ -1,9 +1,9 @@
-"""Training of one run (PyTorch Lightning, as the paper).
+"""Training of one run (PyTorch Lightning, as the paper), for every architecture of prism.archs.
 
 ``train_run`` fits a model on the train split, validates twice per epoch, keeps the checkpoint with
 the lowest validation MSE and writes it as a portable ``model.pt`` (a plain state_dict plus the
-settings needed to rebuild the model; see :mod:`prism.evaluate`). Rerunning it resumes from
-``checkpoints/last.ckpt``.
+architecture and settings needed to rebuild the model; see :mod:`prism.evaluate`). Rerunning it
+resumes from ``checkpoints/last.ckpt``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ import torch
 from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from .data import CellData, GeneIndex
-from .evaluate import build_model
+from .evaluate import build_model, spec_of
 from .metrics import regression_metrics
-from .runs import ModelSpec, Run
+from .runs import Run
 
 
 def lr_at(step: int, training: dict) -> float:
-    """Per-step learning rate: linear warmup from warmup_start_lr to lr, then cosine to min_lr at max_steps."""
+    """Per-step learning rate: linear warmup from warmup_start_lr to lr, then cosine to min_lr at max_steps
+    (schedule ``warmup_cosine``, the paper's), or ``lr`` throughout (schedule ``constant``, EPInformer's)."""
+    if training.get("schedule", "warmup_cosine") == "constant":
+        return training["lr"]
     lr, start, warm = training["lr"], training["warmup_start_lr"], training["warmup_steps"]
     end, total = training["min_lr"], training["max_steps"]
     if step < warm:
@@ -40,28 +43,30 @@ def lr_at(step: int, training: dict) -> float:
     return end + 0.5 * (lr - end) * (1.0 + math.cos(math.pi * progress))
 
 
-class PrismTask(L.LightningModule):
-    """The paper's objective: pred_loss + lambda1 * intervention_loss + lambda2 * uniform_loss."""
+class Task(L.LightningModule):
+    """One run's objective, whatever the architecture: the model's own loss (prism.archs contract).
+    For Prism that is the paper's pred_loss + lambda1 * intervention_loss + lambda2 * uniform_loss."""
 
-    def __init__(self, model_cfg: dict, spec: dict, training: dict):
+    def __init__(self, arch: dict, spec: dict, training: dict):
         super().__init__()
         self.save_hyperparameters()
-        self.spec = ModelSpec.from_settings(spec)
+        self.spec = spec_of(spec, arch)
         self.training_cfg = training
-        self.model = build_model(model_cfg, self.spec)
+        self.model = build_model(arch, self.spec)
         self._val = []
 
     def training_step(self, batch, batch_idx):
-        signals = batch.signals
         if self.spec.retention < 1.0:  # input-signal dropout (Table 16), inverted so test needs no rescale
-            signals = torch.nn.functional.dropout(signals, p=1.0 - self.spec.retention)
-        out = self.model(batch.seq, signals, batch.features)
+            batch = type(batch)(batch.seq, torch.nn.functional.dropout(batch.signals, p=1.0 - self.spec.retention),
+                                batch.features, batch.target, batch.index, batch.extra)
+        out = self.model.forward_batch(batch, "train")
         losses = self.model.loss(out, batch.target)
-        self.log_dict({f"train_{k}": v.detach() for k, v in losses.items()}, batch_size=len(batch.target))
+        self.log_dict({f"train_{k}": v.detach() for k, v in losses.items() if torch.is_tensor(v) and v.dim() == 0},
+                      batch_size=len(batch.target))
         return losses["loss"]
 
     def validation_step(self, batch, batch_idx):
-        out = self.model(batch.seq, batch.signals, batch.features, intervention=False)
+        out = self.model.forward_batch(batch, "eval")
         self._val.append((batch.target.float().cpu(), out["pred"].float().cpu()))
 
     def on_validation_epoch_end(self):
@@ -264,17 +269,20 @@ def _accelerator(training: dict) -> tuple[str, str]:
     return "cpu", "32-true"
 
 
-def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]], model_cfg: dict,
-              training: dict, out_dir: str | Path, *, threads: int | None = None, log=print) -> dict:
-    """Train one run; write ``model.pt`` and ``history.csv`` into out_dir; return a summary."""
+def train_run(run: Run, inputs: dict[str, dict], arch: dict, training: dict, out_dir: str | Path, *,
+              threads: int | None = None, log=print) -> dict:
+    """Train one run; write ``model.pt`` and ``history.csv`` into out_dir; return a summary.
+
+    inputs: {cell: {role: [paths]}} (prism.plan.Plan.data_inputs); arch: {name, kind, model, ...}.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
     _quiet_lightning()
     L.seed_everything(run.seed, workers=True, verbose=False)
-    spec = run.model
-    datas = [CellData(c, genes[c], shard_paths[c], list(spec.signals), spec.length) for c in run.cells]
+    spec = spec_of(run.model.as_dict(), arch)
+    datas = [CellData.from_inputs(c, inputs[c], spec, arch) for c in run.cells]
     train_set = GeneIndex(datas, "train", pick_cell=True)
     val_set = GeneIndex(datas, "valid")
     log(f"run {run.path}: {len(train_set)} train / {len(val_set)} valid genes of {run.cells_id}"
@@ -290,10 +298,13 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     val_loader = torch.utils.data.DataLoader(
         val_set, batch_size=max(64, training["batch_size"]), shuffle=False, collate_fn=val_set.collate,
         num_workers=workers)
-    task = PrismTask(model_cfg, spec.as_dict(), training)
+    if training.get("max_epochs"):  # EPInformer trains for epochs: the same schedule in steps
+        training = {**training, "max_steps": int(training["max_epochs"]) * len(sampler)}
+    task = Task(arch, spec.as_dict(), training)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    _retire_stale_checkpoints(ckpt_dir, {"run": run.path, "model": dict(model_cfg), "training": dict(training)}, log)
+    _retire_stale_checkpoints(ckpt_dir, {"run": run.path, "model": dict(arch["model"]), "training": dict(training),
+                                         **({"arch": arch["kind"]} if arch["kind"] != "prism" else {})}, log)
     best_cb = AtomicModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_mse", mode="min",
                                     save_top_k=1, enable_version_counter=False)
     accelerator, precision = _accelerator(training)
@@ -314,7 +325,8 @@ def train_run(run: Run, genes: dict[str, str], shard_paths: dict[str, list[str]]
     best_path = best_cb.best_model_path or str(last)
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     state = {k.removeprefix("model."): v for k, v in best["state_dict"].items()}
-    summary = {"run": run.path, "cells": list(run.cells), "spec": spec.as_dict(), "model_cfg": dict(model_cfg),
+    summary = {"run": run.path, "cells": list(run.cells), "spec": spec.as_dict(), "arch": dict(arch),
+               "model_cfg": dict(arch["model"]),
                "best_val_mse": float(best_cb.best_model_score) if best_cb.best_model_score is not None else None,
                "best_step": int(best["global_step"]), "steps": int(trainer.global_step),
                "parameters": sum(p.numel() for p in task.model.parameters() if p.requires_grad)}

@@ -3,33 +3,36 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from prism.plan import Plan, ConfigError, TRAINED_TABLES, wildcard_pattern  # noqa: E402
+from prism.config import check_config  # noqa: E402
+from prism.plan import Plan, ConfigError, wildcard_pattern  # noqa: E402
 from prism.runs import Run  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
 try:
+    check_config(config, workflow.configfiles, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
     PLAN = Plan(config)
 except ConfigError as e:
     raise WorkflowError(f"config error: {e}") from None
+for note in PLAN.notes:
+    logger.info(note)
 
 DEMO = "demo" in config
 MIRROR = config["demo"]["mirror"] if DEMO else None
+TARGETS = PLAN.targets()
 
 
 wildcard_constraints:
     asset=wildcard_pattern(p.removeprefix("resources/") for p in PLAN.assets),
     cell=wildcard_pattern(PLAN.cells),
     chrom=wildcard_pattern(PLAN.chromosomes),
-    table=wildcard_pattern(TRAINED_TABLES),
     seed=r"\d+",
     cells=r"[A-Za-z0-9_.+-]+",
-    model=r"L\d+_[A-Za-z0-9.+_-]+",
-    variant=r"full|weighted|drop-[a-z0-9.]+",
+    model=r"([a-z][a-z0-9.-]*_)?L\d+_[A-Za-z0-9.+_-]+",
+    figure=wildcard_pattern(PLAN.figures) or "no-figure",
 
 
 def _run(wildcards):
@@ -54,7 +57,7 @@ def gene_table_inputs(wildcards):
 def gene_table_params(wildcards):
     spec = config["cell_lines"][wildcards.cell]
     return {
-        "expression": spec["expression"],
+        "expression": spec.get("expression"),
         "promoter_activity": spec["promoter_activity"],
         "fold": config["genes"]["fold"],
         "chromosomes": PLAN.chromosomes,
@@ -92,13 +95,53 @@ def shard_params(wildcards):
     }
 
 
+def store_genome_outputs():
+    return [f"results/store/genome/{c}.npy" for c in PLAN.chromosomes]
+
+
+def store_params(wildcards):
+    return {**shard_params(wildcards), "length": PLAN.long_length(wildcards.cell)}
+
+
 # ---------------------------------------------------------------- training and evaluation
 def train_inputs(wildcards):
     return PLAN.run_inputs(_run(wildcards))
 
 
+def train_params(wildcards):
+    run = _run(wildcards)
+    arch = PLAN.architectures[run.model.arch]
+    return {
+        "arch": {"name": run.model.arch, **{k: v for k, v in arch.items() if k != "training"}},
+        "training": arch["training"],
+        "inputs": {c: PLAN.data_inputs(c, run.model) for c in run.cells},
+    }
+
+
 def eval_inputs(wildcards):
-    return PLAN.eval_inputs(_run(wildcards), wildcards.cell)
+    return PLAN.eval_inputs(_run(wildcards))
+
+
+def eval_params(wildcards):
+    run = _run(wildcards)
+    tests = PLAN.tests.get(run.path, [])
+    return {
+        "tests": tests,
+        "inputs": {c: PLAN.data_inputs(c, run.model) for c, _ in tests},
+    }
+
+
+def weights_inputs(wildcards):
+    run = _run(wildcards)
+    return {"model": [f"{run.path}/model.pt"], **PLAN.data_inputs(wildcards.cell, run.model)}
+
+
+def weights_params(wildcards):
+    return PLAN.data_inputs(wildcards.cell, _run(wildcards).model)
+
+
+predict_inputs = weights_inputs
+predict_params = weights_params
 
 
 # ---------------------------------------------------------------- tables and figures
@@ -106,13 +149,53 @@ def table_inputs(wildcards):
     return PLAN.table_inputs(wildcards.table)
 
 
-def table_entries(wildcards):
-    return PLAN.table_entries(wildcards.table)
+def table_params(wildcards):
+    return {
+        "spec": PLAN.table_spec(wildcards.table),
+        "entries": PLAN.table_entries(wildcards.table),
+        "archs_hp": {a: v["model"] for a, v in PLAN.architectures.items()},
+        "cell_map": config.get("paper_cells", {}),
+    }
+
+
+def target_caption(wildcards):
+    return PLAN.caption(wildcards.get("table") or wildcards.get("figure"))
+
+
+def target_section(wildcards):
+    return PLAN.section(wildcards.get("table") or wildcards.get("figure"))
+
+
+def target_labels(wildcards):
+    name = wildcards.get("table") or wildcards.get("figure")
+    return {"target": name, "title": PLAN.title(name)}
+
+
+def statistics_inputs(wildcards):
+    return PLAN.statistics_inputs(wildcards.cell)
+
+
+def statistics_params(wildcards):
+    pre = config["preprocess"]
+    return {
+        "hic_normalization": pre["hic_normalization"],
+        "hic_resolution": pre["hic_resolution"],
+        "abc": config["cell_lines"][wildcards.cell].get("abc_predictions"),
+    }
+
+
+def statistics_table_inputs(wildcards):
+    cells = PLAN.table_spec(wildcards.table)["cells"]
+    return {"stats": [f"results/statistics/{c}.json" for c in cells]}
+
+
+def figure_inputs(wildcards):
+    return PLAN.figure_inputs(wildcards.figure)
+
+
+def figure_params(wildcards):
+    return PLAN.figure_spec(wildcards.figure)
 
 
 def all_targets():
-    targets = []
-    for t in PLAN.configured_tables():
-        targets += [f"results/tables/{t}.csv", f"results/tables/{t}.md"]
-    targets += [f"results/figures/{f}.png" for f in PLAN.configured_figures()]
-    return targets
+    return [path for t in TARGETS for path in t.outputs] + PLAN.prediction_targets()

@@ -2,6 +2,7 @@
 
 
 rule download:
+    localrule: True
     input:
         download_inputs,
     output:

@@ -47,3 +47,55 @@ rule shard:
         spec=shard_params,
     script:
         "../scripts/shard.py"
+
+
+rule statistics:
+    input:
+        unpack(statistics_inputs),
+    output:
+        "results/statistics/{cell}.json",
+    log:
+        "results/logs/statistics/{cell}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=statistics_params,
+    script:
+        "../scripts/statistics.py"
+
+
+rule store_genome:
+    input:
+        fasta="results/genome/hg38.ml.fa",
+        fai="results/genome/hg38.ml.fa.fai",
+    output:
+        store_genome_outputs(),
+    log:
+        "results/logs/store/genome.log",
+    benchmark:
+        "results/benchmarks/store/genome.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        chromosomes=PLAN.chromosomes,
+    script:
+        "../scripts/store_genome.py"
+
+
+rule store_tracks:
+    input:
+        unpack(shard_inputs),
+    output:
+        tracks="results/store/{cell}/{chrom}.tracks.npy",
+        meta="results/store/{cell}/{chrom}.tracks.json",
+        hic="results/store/{cell}/{chrom}.hic.npz",
+    log:
+        "results/logs/store/{cell}/{chrom}.log",
+    benchmark:
+        "results/benchmarks/store/{cell}/{chrom}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=store_params,
+    script:
+        "../scripts/store_tracks.py"

@@ -1,94 +1,141 @@
-# Per-run metrics -> the paper's tables and figures, each a named target (snakemake table1).
+# Per-run metrics and data -> the paper's tables and figures. Every table and figure of the config is a
+# named target (snakemake table5, snakemake figure1), derived from the one registry prism.plan.Plan.targets.
 
 
 rule metrics_table:
     input:
         table_inputs,
     output:
-        csv=report(
-            "results/tables/{table}.csv",
-            caption="../report/table.rst",
-            category="Tables",
-        ),
+        csv="results/tables/{table}.csv",
         md="results/tables/{table}.md",
+        html=report(
+            "results/tables/{table}.html",
+            caption="../report/target.rst",
+            category=target_section,
+            labels=target_labels,
+        ),
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("metrics")) or "no-table",
     log:
         "results/logs/tables/{table}.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        entries=table_entries,
+        table=table_params,
+        caption=target_caption,
     script:
         "../scripts/metrics_table.py"
 
 
 rule parameter_table:
     output:
-        csv=report(
-            "results/tables/table3.csv",
-            caption="../report/table.rst",
-            category="Tables",
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
+        html=report(
+            "results/tables/{table}.html",
+            caption="../report/target.rst",
+            category=target_section,
+            labels=target_labels,
         ),
-        md="results/tables/table3.md",
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("parameters")) or "no-table",
     log:
-        "results/logs/tables/table3.log",
+        "results/logs/tables/{table}.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
     params:
-        rows=PLAN.table3_rows(),
-        model=config["model"],
+        table=table_params,
+        caption=target_caption,
     script:
         "../scripts/parameter_table.py"
 
 
-rule figure_table2:
-    input:
-        "results/tables/table2.csv",
+rule hyperparameter_table:
     output:
-        report(
-            "results/figures/figure_table2.png",
-            caption="../report/figure_table2.rst",
-            category="Figures",
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
+        html=report(
+            "results/tables/{table}.html",
+            caption="../report/target.rst",
+            category=target_section,
+            labels=target_labels,
         ),
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("hyperparameters")) or "no-table",
     log:
-        "results/logs/figures/figure_table2.log",
+        "results/logs/tables/{table}.log",
+    localrule: True
     conda:
         "../envs/report.yaml"
+    params:
+        table=table_params,
+        caption=target_caption,
     script:
-        "../scripts/figure_table2.py"
+        "../scripts/hyperparameter_table.py"
 
 
-rule table1:
+rule data_statistics_table:
     input:
-        "results/tables/table1.csv",
-        "results/tables/table1.md",
+        unpack(statistics_table_inputs),
+    output:
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
+        html=report(
+            "results/tables/{table}.html",
+            caption="../report/target.rst",
+            category=target_section,
+            labels=target_labels,
+        ),
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("data_statistics")) or "no-table",
+    log:
+        "results/logs/tables/{table}.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        table=table_params,
+        caption=target_caption,
+    script:
+        "../scripts/data_statistics_table.py"
 
 
-rule table2:
+rule figure:
     input:
-        "results/tables/table2.csv",
-        "results/tables/table2.md",
-        "results/figures/figure_table2.png",
+        unpack(figure_inputs),
+    output:
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/target.rst",
+            category=target_section,
+            labels=target_labels,
+        ),
+        svg="results/figures/{figure}.svg",
+    log:
+        "results/logs/figures/{figure}.log",
+    localrule: True
+    conda:
+        "../envs/report.yaml"
+    params:
+        figure=figure_params,
+        caption=target_caption,
+    script:
+        "../scripts/figure.py"
 
 
-rule table3:
+for target in TARGETS:
+
+    rule:
+        name:
+            target.name
+        localrule: True
+        input:
+            target.outputs,
+
+
+rule paper:
+    localrule: True
     input:
-        "results/tables/table3.csv",
-        "results/tables/table3.md",
-
-
-rule table7:
-    input:
-        "results/tables/table7.csv",
-        "results/tables/table7.md",
-
-
-rule table13:
-    input:
-        "results/tables/table13.csv",
-        "results/tables/table13.md",
-
-
-rule table16:
-    input:
-        "results/tables/table16.csv",
-        "results/tables/table16.md",
+        all_targets(),

@@ -1,9 +1,12 @@
 """Adapter: rule download -> prism.download.fetch (after resolving a file known by ENCODE experiment)."""
+import os
+
 from prism.download import AssetSpec, fetch, resolve_experiment_file
 from prism.logs import job_log
+from prism.plan import expand_workdir
 
 with job_log(snakemake) as log:
-    p = snakemake.params.asset
+    p = expand_workdir(snakemake.params.asset, os.getcwd())  # {workdir}: here, not in the plan (relocatable)
     url, metadata_url = p["url"], p["metadata_url"]
     if p["resolve"]:
         r = p["resolve"]

@@ -3,5 +3,5 @@ from prism.logs import job_log
 from prism.tables import metrics_table
 
 with job_log(snakemake) as log:
-    s = metrics_table(snakemake.wildcards.table, snakemake.params.entries, snakemake.output.csv, snakemake.output.md)
-    log(f"{len(snakemake.params.entries)} evaluations -> {len(s)} summary rows")
+    t, out = snakemake.params.table, snakemake.output
+    metrics_table(t["spec"], t["entries"], t["archs_hp"], out.csv, out.md, out.html, cell_map=t["cell_map"], log=log)

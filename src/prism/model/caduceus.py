@@ -18,8 +18,13 @@ from prism.model.mamba import Mamba
 __all__ = ["RMSNorm", "BiMambaMixer", "Block", "CaduceusBackbone", "init_mamba_weights"]
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Half-precision inputs are computed in fp32; fp32 and fp64 in their own dtype (float64 works)."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
 class RMSNorm(nn.Module):
-    """Root-mean-square norm over the last dimension, computed in fp32."""
+    """Root-mean-square norm over the last dimension, computed in fp32 (fp64 for fp64 inputs)."""
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -27,9 +32,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        dt = _compute_dtype(x)
+        xf = x.to(dt)
         xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).to(x.dtype)
+        return (xf * self.weight.to(dt)).to(x.dtype)
 
 
 class BiMambaMixer(nn.Module):
@@ -53,17 +59,21 @@ class BiMambaMixer(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: residual + mixer(norm(residual)), residual kept in fp32."""
+    """Pre-norm residual block: residual + mixer(norm(residual)).
 
-    def __init__(self, d_model: int, norm_eps: float = 1e-5, **mamba_kwargs):
+    ``bidirectional=False`` makes the mixer one (causal) Mamba, as mamba_ssm's MixerModel: the "Mamba"
+    baseline; its parameters are then ``mixer.*`` instead of ``mixer.mamba_fwd.*``.
+    """
+
+    def __init__(self, d_model: int, norm_eps: float = 1e-5, bidirectional: bool = True, **mamba_kwargs):
         super().__init__()
-        self.mixer = BiMambaMixer(d_model, **mamba_kwargs)
+        self.mixer = BiMambaMixer(d_model, **mamba_kwargs) if bidirectional else Mamba(d_model, **mamba_kwargs)
         self.norm = RMSNorm(d_model, eps=norm_eps)
 
     def forward(self, residual: torch.Tensor) -> torch.Tensor:
-        """residual: (B, L, D) fp32 -> (B, L, D) fp32."""
+        """residual: (B, L, D) -> (B, L, D); the sum takes the wider of the two dtypes (mamba_ssm's Block)."""
         hidden = self.mixer(self.norm(residual))  # (B, L, D)
-        return residual + hidden.float()
+        return residual + hidden
 
 
 def init_mamba_weights(module: nn.Module, n_layer: int, rescale_prenorm_residual: bool = True,
@@ -105,23 +115,30 @@ class CaduceusBackbone(nn.Module):
         conv_bias: bool = True,
         bias: bool = False,
         norm_eps: float = 1e-5,
+        residual_in_fp32: bool = False,
+        bidirectional: bool = True,
     ):
         super().__init__()
         self.d_model = d_model
         self.n_layer = n_layer
+        # the authors train with residual_in_fp32: false, so under bf16 autocast the residual stream is bf16
+        self.residual_in_fp32 = residual_in_fp32
         mamba_kwargs = dict(
             d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank, dt_min=dt_min, dt_max=dt_max,
             dt_init=dt_init, dt_scale=dt_scale, dt_init_floor=dt_init_floor, conv_bias=conv_bias, bias=bias,
         )
         self.layers = nn.ModuleList(
-            [Block(d_model, norm_eps=norm_eps, layer_idx=i, **mamba_kwargs) for i in range(n_layer)]
+            [Block(d_model, norm_eps=norm_eps, bidirectional=bidirectional, layer_idx=i, **mamba_kwargs)
+             for i in range(n_layer)]
         )
         self.norm_f = RMSNorm(d_model, eps=norm_eps)
         self.apply(partial(init_mamba_weights, n_layer=n_layer))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states: (B, L, d_model) -> (B, L, d_model) in the input's dtype."""
-        residual = hidden_states.float()  # (B, L, D), fp32 as mamba's residual_in_fp32
+        residual = hidden_states  # (B, L, D)
         for layer in self.layers:
+            if self.residual_in_fp32:
+                residual = residual.float()
             residual = layer(residual)
         return self.norm_f(residual).to(hidden_states.dtype)

@@ -106,7 +106,9 @@ class Mamba(nn.Module):
 
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2 * d_inner, L)
         x, z = xz.chunk(2, dim=1)  # (B, d_inner, L) each
-        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
+        # SSM parameters in fp32 (as mamba_ssm), or fp64 when the model runs in fp64 (gradient checks)
+        pdt = torch.float64 if self.A_log.dtype == torch.float64 else torch.float32
+        A = -torch.exp(self.A_log.to(pdt))  # (d_inner, d_state)
 
         if kernels is not None:
             selective_scan_fn, causal_conv1d_fn = kernels
@@ -132,9 +134,9 @@ class Mamba(nn.Module):
             A,
             B,
             C,
-            self.D.float(),
+            self.D.to(pdt),
             z=z.contiguous(),
-            delta_bias=self.dt_proj.bias.float(),
+            delta_bias=self.dt_proj.bias.to(pdt),
             delta_softplus=True,
         )  # (B, d_inner, L)
         return self.out_proj(y.transpose(1, 2))  # (B, L, d_model)

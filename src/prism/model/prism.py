@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from prism.model.caduceus import CaduceusBackbone, RMSNorm
 
-__all__ = ["ModelConfig", "PrismModel", "ConfounderEncoder", "count_parameters", "uniform_loss"]
+__all__ = ["ModelConfig", "PrismModel", "ConfounderEncoder", "build", "count_parameters", "uniform_loss"]
 
 
 @dataclass
@@ -29,11 +29,13 @@ class ModelConfig:
     n_features: int = 9  # extra gene features concatenated before the head (mRNA half-life, promoter activity, ...)
     K: int = 2  # number of background chromatin states (confounder strata)
     confounder_width: int = 8  # base width of the confounder encoder's CNN
-    weight_activation: str = "sigmoid"  # or "softmax" over the K states
+    weight_activation: str = "sigmoid"  # or "softmax" (over d_model, as the authors' code)
     center_len: int = 2000  # positions kept (centred) before mean pooling
     lambda1: float = 1.0  # weight of the intervention loss
     lambda2: float = 1.0  # weight of the uniform (diversity) loss
     uniform_t: float = 2.0  # temperature t of the uniform loss
+    residual_in_fp32: bool = False  # the authors' setting: the residual stream follows the autocast dtype
+    bidirectional: bool = True  # False: one causal Mamba per layer (the "Mamba" baseline)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +62,8 @@ class ConfounderEncoder(nn.Module):
     def forward(self, signals: torch.Tensor) -> torch.Tensor:
         """signals: (B, n_signals, L), L >= 64 -> weights (B, d_model, K)."""
         raw = self.proj(self.cnn(signals)).view(-1, self.d_model, self.K)  # (B, d_model, K)
-        return torch.sigmoid(raw) if self.activation == "sigmoid" else torch.softmax(raw, dim=-1)
+        # the authors' softmax option normalises over d_model (dim 1), not over the K states
+        return torch.sigmoid(raw) if self.activation == "sigmoid" else torch.softmax(raw, dim=1)
 
 
 def uniform_loss(weights: torch.Tensor, t: float = 2.0) -> torch.Tensor:
@@ -90,7 +93,8 @@ class PrismModel(nn.Module):
             if self.uses_confounder
             else None
         )
-        self.backbone = CaduceusBackbone(c.d_model, c.n_layer, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand)
+        self.backbone = CaduceusBackbone(c.d_model, c.n_layer, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand,
+                                         residual_in_fp32=c.residual_in_fp32, bidirectional=c.bidirectional)
         self.head = nn.Sequential(
             nn.Linear(c.d_model + c.n_features, c.d_model), nn.ReLU(),
             nn.Linear(c.d_model, c.d_model), nn.ReLU(),
@@ -152,6 +156,16 @@ class PrismModel(nn.Module):
         pred = self.head(torch.cat([self.pool(hidden), features], dim=-1)).squeeze(-1)  # (B,)
         return {"pred": pred, "pred_intervention": pred_intervention, "weights": weights}
 
+    def forward_batch(self, batch, mode: str = "eval") -> dict:
+        """The model contract (prism.archs): mode "train" makes the K weighted copies, "eval" does not,
+        "weighted" predicts from the K weighted copies (the test-time variant of Table 16)."""
+        out = self(batch.seq, batch.signals, batch.features, intervention=mode in ("train", "weighted"))
+        if mode == "weighted":
+            if out["pred_intervention"] is None:
+                raise ValueError("the 'weighted' variant needs a model with a confounder encoder (K > 0, lambda1 != 0)")
+            out = {**out, "pred": out["pred_intervention"]}
+        return out
+
     def loss(self, out: dict, y: torch.Tensor) -> dict:
         """Loss = smooth_l1(pred, y) + lambda1 * smooth_l1(pred_intervention, y) + lambda2 * uniform_loss."""
         c = self.config
@@ -181,6 +195,21 @@ class PrismModel(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+
+
+#: architecture hyper-parameters of kind "prism" (architectures.<name>.model in config)
+HP_KEYS = ("d_model", "n_layer", "d_state", "d_conv", "expand", "confounder_width", "center_len",
+           "weight_activation", "residual_in_fp32", "bidirectional", "uniform_t")
+
+
+def build(hp: dict, spec, n_features: int) -> PrismModel:
+    """Prism or Caduceus (w/ or w/o signals, bi- or unidirectional) for one run (prism.archs contract)."""
+    unknown = set(hp) - set(HP_KEYS)
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) of kind prism: {sorted(unknown)} (known: {list(HP_KEYS)})")
+    K = spec.K or 0
+    return PrismModel(ModelConfig(**hp, n_signals=len(spec.signals), n_features=n_features, K=K,
+                                  lambda1=float(spec.lambda1 or 0.0), lambda2=float(spec.lambda2 or 0.0)))
 
 
 def count_parameters(model: nn.Module, component: str | None = None) -> int:
