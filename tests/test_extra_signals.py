@@ -16,7 +16,7 @@ import yaml
 from prism import preprocess
 from prism.download import AssetSpec, fetch
 from prism.genes import DataError
-from prism.plan import Plan
+from prism.plan import Plan, expand_workdir
 from prism.preprocess import build_shard
 from prism.shards import read_shard
 
@@ -36,8 +36,12 @@ def _coverage(bb, chrom: str, start: int, end: int, size: int) -> np.ndarray:
 def footprint_plan(demo_mirror, tmp_path_factory):
     """The demo config with synthA's footprints bigBed added, planned against the session mirror."""
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["cell_lines"]["synthA"]["signals"] = {k: v for k, v in cfg["cell_lines"]["synthA"]["signals"].items()
+                                              if k in ("h3k27ac", "dnase", "hic")}
     cfg["cell_lines"]["synthA"]["signals"]["footprints"] = {
         "encode": "ENCFFSYA003", "kind": "bigbed", "expect": {"output_type": "footprints"}}
+    for t in ("table11", "table12"):  # they use the extra signals taken out above
+        cfg["experiments"].pop(t)
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
     jsonschema.validate(cfg, schema)
     workdir = tmp_path_factory.mktemp("work")
@@ -54,8 +58,8 @@ def test_footprints_are_wired_from_config_to_shard(footprint_plan, demo_mirror, 
     # download each track as the workflow does: metadata md5/size and expect fields verified
     local = {}
     for name, (rel, kind) in tracks.items():
-        asset = plan.assets[rel]
-        fetch(AssetSpec(asset.url, asset.md5, asset.size, asset.metadata_url, asset.expect), workdir / rel,
+        a = expand_workdir(plan.assets[rel].as_params(), str(workdir))
+        fetch(AssetSpec(a["url"], a["md5"], a["size"], a["metadata_url"], a["expect"]), workdir / rel,
               log=lambda msg: None)
         local[name] = (str(workdir / rel), kind)
     out = workdir / "results" / "shards" / "synthA" / "chr22.npz"
@@ -141,4 +145,4 @@ def test_plan_keeps_bigbed_out_of_promoter_activity(footprint_plan):
     sig = cfg["cell_lines"]["synthC"]["signals"]
     sig["dnase"] = {"url": "file:///x/dnase.bb", "kind": "bigbed"}
     with pytest.raises(Exception, match="source bigwig needs a 'dnase' bigWig signal"):
-        Plan(cfg, workdir="/w").gene_table_inputs("synthC")
+        Plan(cfg, workdir="/w")

@@ -14,13 +14,14 @@ import pytest
 import torch
 
 from prism.data import CellData
-from prism.evaluate import evaluate_run, load_model, parse_variant
+from prism.evaluate import apply_variant, evaluate_run, load_model
 from prism.runs import ModelSpec, Run
 from prism.train import EpochBatchSampler, lr_at, train_run
 
 CELL = "synthA"
 MODEL = {"d_model": 8, "n_layer": 1, "d_state": 4, "d_conv": 4, "expand": 2, "confounder_width": 4,
          "center_len": 2000}
+ARCH = {"name": "prism", "kind": "prism", "model": MODEL}
 TRAINING = {"batch_size": 8, "max_steps": 60, "lr": 3e-3, "warmup_start_lr": 1e-4, "warmup_steps": 6,
             "min_lr": 3e-4, "weight_decay": 1e-6, "betas": [0.9, 0.95], "grad_clip": 1.0, "val_per_epoch": 2,
             "checkpoint_every": 7, "precision": "auto", "num_workers": 0}
@@ -46,6 +47,10 @@ def build_cell_shards(mirror, fasta, gene_tables, cell, out) -> list[str]:
 def shards(demo_mirror, demo_fasta, demo_gene_tables, tmp_path_factory):
     paths = build_cell_shards(demo_mirror, demo_fasta, demo_gene_tables, CELL, tmp_path_factory.mktemp("shards"))
     return {"genes": str(demo_gene_tables[CELL]), "shards": paths}
+
+
+def inputs(shards):
+    return {"genes": [shards["genes"]], "shards": shards["shards"]}
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -86,8 +91,7 @@ def test_cell_data_batch(shards):
 
 def _train(shards, out, spec=None, seed=2, **overrides):
     run = Run((CELL,), spec or ModelSpec(length=200, K=2), seed)
-    return train_run(run, {CELL: shards["genes"]}, {CELL: shards["shards"]}, MODEL, {**TRAINING, **overrides},
-                     out, threads=1, log=lambda m: None)
+    return train_run(run, {CELL: inputs(shards)}, ARCH, {**TRAINING, **overrides}, out, threads=1, log=lambda m: None)
 
 
 def _state(path):
@@ -103,17 +107,17 @@ def test_training_is_deterministic_and_evaluates(shards, tmp_path):
     history = pd.read_csv(tmp_path / "a/history.csv")
     assert {"train", "val"} == set(history["kind"]) and history["step"].max() == 60
 
-    full = evaluate_run(tmp_path / "a/model.pt", CELL, shards["genes"], shards["shards"], "full",
-                        tmp_path / "full.json", tmp_path / "full.tsv", log=lambda m: None)
-    drop = evaluate_run(tmp_path / "a/model.pt", CELL, shards["genes"], shards["shards"], "drop-h3k27ac",
-                        tmp_path / "drop.json", tmp_path / "drop.tsv", log=lambda m: None)
-    assert json.loads((tmp_path / "full.json").read_text())["n"] == full["n"] == 120
-    assert full["pearson"] > 0.3 and drop["mse"] != full["mse"]
-    weighted = evaluate_run(tmp_path / "a/model.pt", CELL, shards["genes"], shards["shards"], "weighted",
-                            tmp_path / "w.json", tmp_path / "w.tsv", log=lambda m: None)
+    tests = [(CELL, "full"), (CELL, "drop-h3k27ac"), (CELL, "weighted"), (CELL, "length-100")]
+    out = evaluate_run(tmp_path / "a/model.pt", tests, {CELL: inputs(shards)}, tmp_path / "evaluation.json",
+                       tmp_path / "evaluation.predictions.tsv", log=lambda m: None)
+    r = json.loads((tmp_path / "evaluation.json").read_text())["results"]
+    assert r == json.loads(json.dumps(out["results"])) and set(r) == {f"{c}/{v}" for c, v in tests}
+    full, drop, weighted = r["synthA/full"], r["synthA/drop-h3k27ac"], r["synthA/weighted"]
+    assert full["n"] == 120 and full["pearson"] > 0.3 and drop["mse"] != full["mse"]
     assert 0 < weighted["mean_weight"] < 1 and weighted["mse"] != full["mse"]
-    preds = pd.read_csv(tmp_path / "full.tsv", sep="\t")
-    assert len(preds) == 120 and set(preds.columns) == {"gene_id", "chrom", "target", "prediction"}
+    assert r["synthA/length-100"]["mse"] != full["mse"]
+    preds = pd.read_csv(tmp_path / "evaluation.predictions.tsv", sep="\t")
+    assert len(preds) == 4 * 120 and list(preds.columns) == ["cell", "variant", "gene_id", "chrom", "target", "prediction"]
     model, meta = load_model(tmp_path / "a/model.pt")
     assert meta["spec"]["K"] == 2 and not model.training
 
@@ -123,18 +127,23 @@ def test_changed_settings_do_not_resume_old_checkpoints(shards, tmp_path):
     assert (tmp_path / "r/checkpoints/last.ckpt").exists()
     msgs = []
     run = Run((CELL,), ModelSpec(length=200, K=2), 2)
-    train_run(run, {CELL: shards["genes"]}, {CELL: shards["shards"]}, MODEL, {**TRAINING, "max_steps": 14, "lr": 1e-3},
-              tmp_path / "r", threads=1, log=msgs.append)
+    train_run(run, {CELL: inputs(shards)}, ARCH, {**TRAINING, "max_steps": 14, "lr": 1e-3}, tmp_path / "r", threads=1,
+              log=msgs.append)
     assert any("moved it to" in m for m in msgs) and not any("resuming" in m for m in msgs)
     assert (tmp_path / "r/checkpoints.superseded.1/last.ckpt").exists()  # kept, not deleted
 
 
-def test_parse_variant():
-    assert parse_variant("full", ["a", "b"]) == ([1.0, 1.0], False)
-    assert parse_variant("drop-b", ["a", "b"]) == ([1.0, 0.0], False)
-    assert parse_variant("weighted", ["a", "b"]) == ([1.0, 1.0], True)
+def test_test_time_variants(shards):
+    data = CellData(CELL, shards["genes"], shards["shards"], ["h3k27ac", "dnase"], 200)
+    b = data.batch(data.indices("test")[:3])
+    assert apply_variant(b, "full", ["h3k27ac", "dnase"]) == (b, "eval")
+    d, mode = apply_variant(b, "drop-dnase", ["h3k27ac", "dnase"])
+    assert mode == "eval" and (d.signals[:, 1] == 0).all() and torch.equal(d.signals[:, 0], b.signals[:, 0])
+    short, _ = apply_variant(b, "length-100", ["h3k27ac", "dnase"])
+    assert short.seq.shape[1] == 100 and torch.equal(short.signals, b.signals[..., 50:150])
+    assert apply_variant(b, "weighted", ["h3k27ac", "dnase"])[1] == "weighted"
     with pytest.raises(ValueError, match="drop-c"):
-        parse_variant("drop-c", ["a", "b"])
+        apply_variant(b, "drop-c", ["h3k27ac", "dnase"])
 
 
 def test_signal_dropout_and_sequence_only_runs(shards, tmp_path):
@@ -149,8 +158,8 @@ TRAIN_SCRIPT = textwrap.dedent("""
     from prism.runs import ModelSpec, Run
     from prism.train import train_run
     a = json.loads(sys.argv[1])
-    train_run(Run(("synthA",), ModelSpec(length=200, K=2), 2), {"synthA": a["genes"]}, {"synthA": a["shards"]},
-              a["model"], a["training"], a["out"], threads=1)
+    train_run(Run(("synthA",), ModelSpec(length=200, K=2), 2), {"synthA": {"genes": [a["genes"]], "shards": a["shards"]}},
+              {"name": "prism", "kind": "prism", "model": a["model"]}, a["training"], a["out"], threads=1)
 """)
 
 
@@ -190,9 +199,8 @@ def test_mixed_cell_training_draws_cells_per_gene(shards, demo_mirror, demo_fast
         assert target == pytest.approx(datas[c].target[train.rows[i, c]])
     assert len(GeneIndex(datas, "valid")) == 240  # validation pools both cell lines' valid genes
     run = Run((CELL, "synthB"), ModelSpec(length=100, signals=("h3k27ac",), K=2), 2)
-    s = train_run(run, {CELL: shards["genes"], "synthB": str(demo_gene_tables["synthB"])},
-                  {CELL: shards["shards"], "synthB": b_shards}, MODEL, {**TRAINING, "max_steps": 10},
-                  tmp_path / "mixed", threads=1, log=lambda m: None)
+    s = train_run(run, {CELL: inputs(shards), "synthB": {"genes": [str(demo_gene_tables["synthB"])], "shards": b_shards}},
+                  ARCH, {**TRAINING, "max_steps": 10}, tmp_path / "mixed", threads=1, log=lambda m: None)
     assert s["cells"] == [CELL, "synthB"]
 
 

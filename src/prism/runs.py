@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 
 #: Settings that identify a model variant, with the paper's values (MODEL.md, Table 9).
 MODEL_SETTINGS = ("arch", "length", "signals", "K", "lambda1", "lambda2", "retention")
@@ -102,7 +103,7 @@ class ModelSpec:
         return replace(self, lambda1=float(self.lambda1), lambda2=float(self.lambda2),
                        retention=float(self.retention))
 
-    @property
+    @cached_property
     def model_id(self) -> str:
         c = self.canonical()
         sig = "+".join(c.signals) if c.signals else "nosig"
@@ -179,7 +180,7 @@ class Run:
     def cells_id(self) -> str:
         return "+".join(self.cells)
 
-    @property
+    @cached_property
     def path(self) -> str:
         return f"results/runs/{self.cells_id}/{self.model.model_id}/seed{self.seed}"
 
