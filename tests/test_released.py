@@ -81,15 +81,19 @@ def their_hydra_config(K: int = 2, prism: bool = True, d_model: int = 128, n_lay
 def write_their_checkpoint(path, ours: PrismModel, hparams=None, state_dict=None) -> dict:
     """A Lightning-1.8-style .ckpt of their module tree holding our tensors; returns its state_dict."""
     state = their_module_tree(ours).state_dict() if state_dict is None else state_dict
-    params = [p for p in ours.parameters()]
-    opt = torch.optim.AdamW(params, lr=5e-4)
+    params = list(ours.parameters())
+    # AdamW's state_dict layout (built by hand: constructing an optimizer first imports torch._dynamo, seconds)
+    opt_state = {"state": {i: {"step": torch.tensor(31250.0), "exp_avg": torch.zeros_like(p),
+                               "exp_avg_sq": torch.zeros_like(p)} for i, p in enumerate(params)},
+                 "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 1e-6,
+                                   "amsgrad": False, "params": list(range(len(params)))}]}
     ckpt = {
         "epoch": 7, "global_step": 31250, "pytorch-lightning_version": "1.8.6", "state_dict": state,
         "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 8, "completed": 7}}}},
         "callbacks": {"ModelCheckpoint{'monitor': 'val/mse', 'mode': 'min'}": {
             "monitor": "val/mse", "best_model_score": torch.tensor(0.21), "best_model_path": "/x/mse.ckpt",
             "best_k_models": {"/x/mse.ckpt": torch.tensor(0.21)}, "dirpath": "/x"}},
-        "optimizer_states": [opt.state_dict()],
+        "optimizer_states": [opt_state],
         "lr_schedulers": [{"t_initial": 45000, "warmup_t": 5000, "base_values": [5e-4], "noise_range_t": None}],
     }
     if hparams is not None:
@@ -141,8 +145,9 @@ def test_authors_checkpoint_loads_into_our_model(tmp_path, prism_model):
     model = build_model(model_cfg, ModelSpec.from_settings(settings))
     model.load_state_dict(ours, strict=True)
     model.eval()
+    loaded = model.state_dict()
     for key, tensor in state.items():
-        assert torch.equal(model.state_dict()[key.replace("model.", "", 1)
+        assert torch.equal(loaded[key.replace("model.", "", 1)
                                               .replace("caduceus.backbone.", "backbone.")
                                               .replace("seq_input_layer.", "seq_emb.")
                                               .replace("signal_input_layer.", "sig_emb.")
@@ -378,7 +383,8 @@ def test_pretrained_caduceus_refusals(tmp_path):
 
 def test_parameter_count_of_the_131k_caduceus_ph():
     """d_model 256, 16 layers (the -ph 131k model's config): the backbone, tied weights once, plus the embedding."""
-    backbone = CaduceusBackbone(256, 16)
+    with torch.device("meta"):  # shapes only
+        backbone = CaduceusBackbone(256, 16)
     n = count_parameters(backbone)
     d_inner, rank = 512, math.ceil(256 / 16)
     # each direction's own: conv1d (weight, bias), x_proj, dt_proj (weight, bias), A_log, D
