@@ -23,6 +23,7 @@ from prism.released import (
     export_reference_state_dict,
     load_pretrained_caduceus,
     load_reference_checkpoint,
+    load_reference_model,
     read_reference_checkpoint,
     reference_key_shapes,
 )
@@ -172,6 +173,16 @@ def test_a_smaller_checkpoint_says_what_model_it_is_and_computes_the_same(tmp_pa
     with torch.no_grad():
         a, b = source(seq, sig, feat), model(seq, sig, feat)
     assert torch.equal(a["pred"], b["pred"]) and torch.equal(a["pred_intervention"], b["pred_intervention"])
+
+
+def test_reference_model_for_evaluation(tmp_path, prism_model):
+    path = tmp_path / "mse-2025-01-30_10-00-00+Fold11.ckpt"
+    write_their_checkpoint(path, prism_model, their_hydra_config())
+    model, meta = load_reference_model(path, log=lambda m: None)
+    assert not model.training and meta["spec"]["K"] == 2 and meta["model_cfg"]["d_model"] == 128
+    assert meta["reference"] == {"cell": "K562", "seed": 22, "epoch": 7, "global_step": 31250,
+                                 "pytorch-lightning_version": "1.8.6", "hparams_name": "config"}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), prism_model.state_dict().values()))
 
 
 def test_checkpoint_metadata_and_no_code_runs(tmp_path, prism_model):

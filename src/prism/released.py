@@ -53,6 +53,7 @@ __all__ = [
     "import_reference_state_dict",
     "load_pretrained_caduceus",
     "load_reference_checkpoint",
+    "load_reference_model",
     "prism_checkpoint_files",
     "read_reference_checkpoint",
     "reference_config",
@@ -314,6 +315,8 @@ def read_reference_checkpoint(path: str | Path, *, trusted: bool = False) -> Ref
                 raw = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise DataError(f"{path}: checkpoint not found") from None
+    except ImportError as exc:  # trusted=True unpickles the real classes
+        raise DataError(f"{path}: unpickling it needs the module {exc.name!r}, which is not installed") from None
     except pickle.UnpicklingError as exc:
         raise DataError(f"{path}: holds {_unsupported_global(str(exc))}, which weights_only loading refuses; "
                         f"load it with trusted=True only if its checksum is the released one") from None
@@ -474,6 +477,17 @@ def export_reference_state_dict(ours: dict, *, lightning_prefix: bool = True) ->
     return {prefix + k: v for _, k, v in renamed}
 
 
+def _load_reference(path, trusted: bool, log: Callable[[str], None]):
+    ckpt = read_reference_checkpoint(path, trusted=trusted)
+    if ckpt.hparams is None:
+        log(f"{path}: no hyper_parameters saved; assuming the released models' settings (test.sh)")
+    model_cfg, settings, info = reference_config(ckpt.hparams, name=str(path))
+    if ckpt.hparams is not None and info["defaulted"]:
+        log(f"{path}: not in its hyper_parameters, taken from the released configs: {', '.join(info['defaulted'])}")
+    ours = import_reference_state_dict(ckpt.state_dict, model_cfg, settings, name=str(path))
+    return ours, model_cfg, settings, info, ckpt.meta
+
+
 def load_reference_checkpoint(path: str | Path, *, trusted: bool = False,
                               log: Callable[[str], None] = print) -> tuple[dict, dict, dict]:
     """An authors' Lightning checkpoint -> (state_dict in our names, model_cfg, settings).
@@ -482,14 +496,24 @@ def load_reference_checkpoint(path: str | Path, *, trusted: bool = False,
     state dict loads into (strictly). The architecture comes from the checkpoint's saved hyper-parameters;
     values it lacks come from :data:`REFERENCE_DEFAULTS` (logged).
     """
-    ckpt = read_reference_checkpoint(path, trusted=trusted)
-    if ckpt.hparams is None:
-        log(f"{path}: no hyper_parameters saved; assuming the released models' settings (test.sh)")
-    model_cfg, settings, info = reference_config(ckpt.hparams, name=str(path))
-    if ckpt.hparams is not None and info["defaulted"]:
-        log(f"{path}: not in its hyper_parameters, taken from the released configs: {', '.join(info['defaulted'])}")
-    ours = import_reference_state_dict(ckpt.state_dict, model_cfg, settings, name=str(path))
+    ours, model_cfg, settings, _, _ = _load_reference(path, trusted, log)
     return ours, model_cfg, settings
+
+
+def load_reference_model(path: str | Path, *, trusted: bool = False, log: Callable[[str], None] = print):
+    """An authors' checkpoint as our model in eval mode, plus a meta dict like ``prism.evaluate.load_model``'s
+    (``model_cfg``, ``spec``) with ``source`` (the file) and ``reference`` (cell, seed, epoch, step)."""
+    from prism.evaluate import build_model
+    from prism.runs import ModelSpec
+
+    ours, model_cfg, settings, info, ckpt_meta = _load_reference(path, trusted, log)
+    spec = ModelSpec.from_settings(settings)
+    model = build_model(model_cfg, spec)
+    model.load_state_dict(ours, strict=True)
+    model.eval()
+    meta = {"model_cfg": model_cfg, "spec": spec.as_dict(), "source": str(path),
+            "reference": {"cell": info["cell"], "seed": info["seed"], **ckpt_meta}}
+    return model, meta
 
 
 # --------------------------------------------------------------------------- pretrained Caduceus
