@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -185,9 +186,11 @@ def test_reference_model_for_evaluation(tmp_path, prism_model):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), prism_model.state_dict().values()))
 
 
-def test_checkpoint_metadata_and_no_code_runs(tmp_path, prism_model):
+def test_checkpoint_metadata_and_no_code_runs(tmp_path, prism_model, monkeypatch):
     path = tmp_path / "a.ckpt"
     write_their_checkpoint(path, prism_model, their_hydra_config())
+    for mod in ("omegaconf", "omegaconf.dictconfig", "omegaconf.listconfig", "omegaconf.base", "omegaconf.nodes"):
+        monkeypatch.setitem(sys.modules, mod, None)  # read as if OmegaConf were not installed: no class of it runs
     ckpt = read_reference_checkpoint(path)
     assert ckpt.meta == {"epoch": 7, "global_step": 31250, "pytorch-lightning_version": "1.8.6",
                          "hparams_name": "config"}

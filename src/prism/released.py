@@ -32,7 +32,6 @@ for a file that does not fit, ``ValueError`` for settings our model cannot expre
 from __future__ import annotations
 
 import collections
-import fnmatch
 import json
 import math
 import re
