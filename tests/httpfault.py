@@ -35,6 +35,7 @@ class Route:
     auth: tuple[str, str] | None = None
     redirect: str | None = None
     redirect_code: int = 302
+    headers: dict = field(default_factory=dict)  # extra response headers (e.g. Link for paged listings)
 
 
 @dataclass
@@ -81,9 +82,9 @@ class FaultServer:
         self.routes[path] = Route(data=data, faults=list(faults), ignore_range=ignore_range, auth=auth)
         return self.url(path)
 
-    def add_json(self, path: str, obj, *, faults=()) -> str:
+    def add_json(self, path: str, obj, *, faults=(), headers: dict | None = None) -> str:
         self.routes[path] = Route(data=json.dumps(obj).encode(), content_type="application/json",
-                                  faults=list(faults))
+                                  faults=list(faults), headers=dict(headers or {}))
         return self.url(path)
 
     def add_redirect(self, path: str, location: str, *, code: int = 302,
@@ -146,7 +147,7 @@ def _make_handler(server: FaultServer):
             self.send_response(status)
             self.send_header("Content-Type", route.content_type)
             self.send_header("Content-Length", str(len(body)))
-            for k, v in extra.items():
+            for k, v in {**route.headers, **extra}.items():
                 self.send_header(k, v)
             self.end_headers()
 

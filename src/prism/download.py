@@ -14,6 +14,8 @@ One entry point, :func:`fetch`, downloads one asset described by an :class:`Asse
   pins what was verified before ("trust on first use") and is updated safely by concurrent
   processes.
 * ``file://`` URLs (local mirrors) go through the same streaming, resume and verification code.
+* A pinned ``sha256`` (Hugging Face lists one for each LFS file) is checked besides size and md5;
+  :func:`resolve_hf_files` finds a file whose name holds a date from a repository's tree listing.
 
 Basic-auth credentials come only from environment variables (``AssetSpec.auth_env``; for
 ``*.4dnucleome.org`` URLs ``FOURDN_ACCESS_KEY`` / ``FOURDN_SECRET_KEY`` are used by default) and are
@@ -25,6 +27,7 @@ The module only imports light standard-library modules at import time.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["AssetError", "AssetSpec", "fetch"]
+__all__ = ["AssetError", "AssetSpec", "HFFile", "fetch", "resolve_hf_files", "resolve_hf_revision"]
 
 CHUNK = 1 << 20  # bytes per read/write
 MAX_BACKOFF = 120.0  # cap on one retry delay, seconds
@@ -63,6 +66,7 @@ class AssetSpec:
     metadata_url: str | None = None  # ENCODE/4DN-style JSON with md5sum, file_size, ...
     expect: dict[str, str] = field(default_factory=dict)  # metadata fields that must match
     auth_env: tuple[str, str] | None = None  # env var names holding basic-auth user/password
+    sha256: str | None = None  # pinned SHA-256 (hex), checked besides md5 (Hugging Face lists it for LFS files)
 
 
 class _Transient(Exception):
@@ -116,6 +120,23 @@ def _norm_size(value: Any, what: str, name: str) -> int | None:
     if size < 0 or isinstance(value, bool):
         raise AssetError(f"{name}: {what} size {value!r} is not a byte count")
     return size
+
+
+def _norm_sha256(value: Any, name: str) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise AssetError(f"{name}: sha256 {value!r} is not 64 hex digits")
+    return text
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _md5_file(path: Path) -> str:
@@ -370,6 +391,129 @@ def resolve_experiment_file(experiment_url: str, select: dict[str, str], *, name
     return acc
 
 
+HF_ENDPOINT = "https://huggingface.co"
+MAX_LISTING_PAGES = 100  # the tree API pages long listings (Link: rel="next"); ours hold a few files
+
+
+@dataclass(frozen=True)
+class HFFile:
+    """One file of a Hugging Face repository at a pinned commit, as its tree listing describes it."""
+
+    path: str  # path in the repository
+    url: str  # <endpoint>/<repo>/resolve/<revision>/<path>
+    size: int | None
+    sha256: str | None  # the LFS object id (SHA-256 of the content); None for files kept in git itself
+
+    def spec(self) -> AssetSpec:
+        """What :func:`fetch` verifies: size and SHA-256 from the listing; md5 is recorded on first use."""
+        return AssetSpec(url=self.url, size=self.size, sha256=self.sha256)
+
+
+def _get_json_pages(ctx: _Ctx, url: str) -> list:
+    """A JSON list, following ``Link: <...>; rel="next"`` pages; file:// reads one local file."""
+    import re
+
+    if urlsplit(url).scheme.lower() == "file":
+        try:
+            raw = _file_url_path(url).read_bytes()
+        except OSError as exc:
+            raise AssetError(f"{ctx.name}: cannot read listing {url}: {exc}") from None
+        pages = [(raw, None)]
+    else:
+        import http.client
+        import urllib.error
+
+        pages, next_url = [], url
+        while next_url is not None:
+            if len(pages) >= MAX_LISTING_PAGES:
+                raise AssetError(f"{ctx.name}: listing {url} has more than {MAX_LISTING_PAGES} pages")
+
+            def attempt(page_url=next_url):
+                req = ctx.request(page_url, {"Accept": "application/json"})
+                try:
+                    with ctx.opener.open(req, timeout=ctx.timeout) as resp:
+                        return resp.read(), resp.headers.get("Link")
+                except urllib.error.HTTPError as exc:
+                    with exc:
+                        _http_error(ctx, exc, page_url, "listing")
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                    raise _Transient(f"listing request failed: {_describe(exc)}") from None
+
+            raw, link = ctx.with_retries(next_url, attempt)
+            pages.append((raw, link))
+            m = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', link or "")
+            next_url = m.group(1) if m else None
+    out = []
+    for raw, _ in pages:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise AssetError(f"{ctx.name}: listing {url} is not valid JSON") from None
+        if not isinstance(data, list):
+            raise AssetError(f"{ctx.name}: listing {url} is not a JSON list")
+        out += data
+    return out
+
+
+def _hf_quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path.strip("/"), safe="/")
+
+
+def resolve_hf_revision(repo: str, ref: str = "main", *, name: str | None = None, endpoint: str = HF_ENDPOINT,
+                        retries: int = 5, backoff: float = 2.0, timeout: float = 60.0,
+                        log: Callable[[str], None] = print) -> str:
+    """The 40-hex commit that branch or tag ``ref`` of model repo ``repo`` points to now (to pin in config)."""
+    name = name or repo
+    url = f"{endpoint.rstrip('/')}/api/models/{_hf_quote(repo)}/revision/{_hf_quote(ref)}"
+    ctx = _Ctx(AssetSpec(url=url), name, retries, backoff, timeout, log)
+    sha = _get_metadata(ctx, url).get("sha")
+    if not (isinstance(sha, str) and len(sha) == 40 and all(c in "0123456789abcdef" for c in sha)):
+        raise AssetError(f"{name}: {url} has no 40-hex 'sha' (got {sha!r})")
+    return sha
+
+
+def resolve_hf_files(repo: str, revision: str, folder: str, pattern: str, *, name: str,
+                     log: Callable[[str], None] = print, endpoint: str = HF_ENDPOINT, retries: int = 5,
+                     backoff: float = 2.0, timeout: float = 60.0) -> HFFile:
+    """The one file of ``folder`` (not recursive) in model repo ``repo`` at commit ``revision`` whose
+    name matches the glob ``pattern``, e.g. ``mse-*+Fold11.ckpt`` for a name that holds a date.
+
+    Reads ``<endpoint>/api/models/<repo>/tree/<revision>/<folder>``: a JSON list of
+    ``{type: file|directory, path, size, oid, lfs: {oid: <sha256>, size, pointerSize}}``. ``revision``
+    must be a commit (40 hex digits), so the listing, and the file, cannot change under a pin. No match,
+    or more than one, is an AssetError listing what the folder holds.
+    """
+    if not (len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)):
+        raise AssetError(f"{name}: revision {revision!r} of {repo} is not a commit hash (40 hex digits); pin one "
+                         f"(prism.download.resolve_hf_revision('{repo}') gives the current one)")
+    base = endpoint.rstrip("/")
+    url = f"{base}/api/models/{_hf_quote(repo)}/tree/{revision}"
+    if folder.strip("/"):
+        url += "/" + _hf_quote(folder)
+    ctx = _Ctx(AssetSpec(url=url), name, retries, backoff, timeout, log)
+    entries = [e for e in _get_json_pages(ctx, url) if isinstance(e, dict) and isinstance(e.get("path"), str)]
+    files = [e for e in entries if e.get("type") == "file"]
+    hits = [e for e in files if fnmatch.fnmatchcase(e["path"].rsplit("/", 1)[-1], pattern)]
+    if len(hits) != 1:
+        seen = ", ".join(sorted(e["path"].rsplit("/", 1)[-1] + ("/" if e.get("type") == "directory" else "")
+                                for e in entries)) or "nothing"
+        what = "no file" if not hits else f"{len(hits)} files"
+        raise AssetError(f"{name}: {what} in {repo}@{revision[:12]}/{folder.strip('/')} match {pattern!r}; "
+                         f"it holds: {seen}")
+    hit = hits[0]
+    lfs = hit.get("lfs") if isinstance(hit.get("lfs"), dict) else {}
+    sha256 = lfs.get("oid") or lfs.get("sha256")
+    sha256 = sha256[len("sha256:"):] if isinstance(sha256, str) and sha256.startswith("sha256:") else sha256
+    size = lfs.get("size", hit.get("size"))
+    out = HFFile(path=hit["path"], url=f"{base}/{_hf_quote(repo)}/resolve/{revision}/{_hf_quote(hit['path'])}",
+                 size=_norm_size(size, "listed", name), sha256=_norm_sha256(sha256, name))
+    log(f"{name}: {repo}@{revision[:12]} {folder.strip('/')}/{pattern} is {out.path}"
+        + (f" ({_mb(out.size)})" if out.size else ""))
+    return out
+
+
 def _scalar_fields(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
@@ -617,6 +761,7 @@ def fetch(spec: AssetSpec, dest: str | Path, *, lock: str | Path | None = None, 
 
     md5 = _norm_md5(spec.md5, "pinned", name)
     size = _norm_size(spec.size, "pinned", name)
+    sha256 = _norm_sha256(spec.sha256, name)
     md5_src = "pinned" if md5 else None
     size_src = "pinned" if size is not None else None
     meta: dict = {}
@@ -662,9 +807,14 @@ def fetch(spec: AssetSpec, dest: str | Path, *, lock: str | Path | None = None, 
         "md5_source": md5_src or "first-use",
         "size_source": size_src or "first-use",
     }
+    if sha256:
+        record["sha256"] = sha256
     prov_path = dest.with_name(dest.name + ".provenance.json")
 
     if dest.exists() or dest.is_symlink():
+        if sha256 and dest.is_file() and _sha256_file(dest) != sha256:
+            raise AssetError(f"{name}: already exists but its sha256 is {_sha256_file(dest)}, expected {sha256} "
+                             f"(pinned); delete it to download again")
         return _existing(ctx, dest, prov_path, md5, size, record, lock_path, lock_key)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -684,6 +834,8 @@ def fetch(spec: AssetSpec, dest: str | Path, *, lock: str | Path | None = None, 
             problems.append(f"size {got_size} != expected {size} ({size_src})")
         if md5 is not None and got_md5 != md5:
             problems.append(f"md5 {got_md5} != expected {md5} ({md5_src})")
+        if not problems and sha256 and (got_sha := _sha256_file(part.path)) != sha256:
+            problems.append(f"sha256 {got_sha} != expected {sha256} (pinned)")
         if not problems:
             break
         part.reset()

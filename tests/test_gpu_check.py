@@ -1,0 +1,28 @@
+"""benchmarks/gpu_check.py runs on a machine without CUDA: it says what it skips and runs its CPU parts."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_runs_on_cpu_and_says_what_it_skips(capsys, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look their module up
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "No CUDA: SKIPPING the kernel comparisons" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| check")]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    status = {(c[0], c[1]): c[4] for c in cells}
+    assert status[("kernels vs torch", "Mamba mixer d128 L2000 float32 + bf16")] == "SKIP"
+    assert status[("bf16 train step", "Prism (K=2) L2000, L200000 B8")] == "SKIP"
+    assert status[("chunked scan vs plain loop", "Mamba mixer d16 L64 B2 float32 (CPU)")] == "PASS"
+    assert status[("bf16 train step", "Prism (K=2) L128 B2 torch tiny d16 x1 (CPU)")] == "OK"
+    assert status[("bf16 train step", "Caduceus w/ signals L128 B2 torch tiny d16 x1 (CPU)")] == "OK"
+    assert sum(1 for line in out.splitlines() if line.startswith("| check")) == 1  # one summary table
