@@ -144,7 +144,7 @@ def test_authors_checkpoint_loads_into_our_model(tmp_path, prism_model):
     assert model_cfg == {"d_model": 128, "n_layer": 4, "d_state": 16, "d_conv": 4, "expand": 2,
                          "confounder_width": 8, "center_len": 2000}
     assert ModelSpec.from_settings(settings).model_id == "L2000_h3k27ac+dnase+hic_K2_l1-1_l2-1"
-    model = build_model(model_cfg, ModelSpec.from_settings(settings))
+    model = build_model({"kind": "prism", "model": model_cfg}, ModelSpec.from_settings(settings))
     model.load_state_dict(ours, strict=True)
     model.eval()
     loaded = model.state_dict()
@@ -165,7 +165,7 @@ def test_a_smaller_checkpoint_says_what_model_it_is_and_computes_the_same(tmp_pa
     write_their_checkpoint(path, source, their_hydra_config(K=3, d_model=16, n_layer=1))
     ours, model_cfg, settings = load_reference_checkpoint(path, log=lambda m: None)
     assert (model_cfg["d_model"], model_cfg["n_layer"], settings["K"]) == (16, 1, 3)
-    model = build_model(model_cfg, ModelSpec.from_settings(settings))
+    model = build_model({"kind": "prism", "model": model_cfg}, ModelSpec.from_settings(settings))
     model.load_state_dict(ours, strict=True)
     model.eval()
     g = torch.Generator().manual_seed(1)
@@ -208,7 +208,7 @@ def test_caduceus_with_signals_checkpoint(tmp_path):
     write_their_checkpoint(path, model, their_hydra_config(K=4, prism=False))
     ours, model_cfg, settings = load_reference_checkpoint(path, log=lambda m: None)
     assert len(ours) == 87 and settings["K"] == 0 and settings["lambda1"] == 0.0
-    build_model(model_cfg, ModelSpec.from_settings(settings)).load_state_dict(ours, strict=True)
+    build_model({"kind": "prism", "model": model_cfg}, ModelSpec.from_settings(settings)).load_state_dict(ours, strict=True)
 
 
 def test_export_then_import_gives_identical_tensors(tmp_path, prism_model):

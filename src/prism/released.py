@@ -491,7 +491,7 @@ def load_reference_checkpoint(path: str | Path, *, trusted: bool = False,
                               log: Callable[[str], None] = print) -> tuple[dict, dict, dict]:
     """An authors' Lightning checkpoint -> (state_dict in our names, model_cfg, settings).
 
-    ``prism.evaluate.build_model(model_cfg, ModelSpec.from_settings(settings))`` builds the model the
+    ``prism.evaluate.build_model({"kind": "prism", "model": model_cfg}, spec)`` builds the model the
     state dict loads into (strictly). The architecture comes from the checkpoint's saved hyper-parameters;
     values it lacks come from :data:`REFERENCE_DEFAULTS` (logged).
     """
@@ -507,7 +507,7 @@ def load_reference_model(path: str | Path, *, trusted: bool = False, log: Callab
 
     ours, model_cfg, settings, info, ckpt_meta = _load_reference(path, trusted, log)
     spec = ModelSpec.from_settings(settings)
-    model = build_model(model_cfg, spec)
+    model = build_model({"kind": "prism", "model": model_cfg}, spec)
     model.load_state_dict(ours, strict=True)
     model.eval()
     meta = {"model_cfg": model_cfg, "spec": spec.as_dict(), "source": str(path),
