@@ -39,6 +39,8 @@ class Kind:
     variants: tuple[str, ...] = ("full", "drop", "length")
     #: hyper-parameters every architecture of this kind must give (checked by the plan)
     required_hp: tuple[str, ...] = ()
+    #: "module:function(model, weights_dir, where, log=)" that starts a model from pre-trained weights
+    pretrained_loader: str | None = None
 
     def inputs_for(self, hp: dict) -> tuple[str, ...]:
         """Extra inputs of one architecture: Seq2Exp's MACS3 variant reads peaks instead of learning a mask."""
@@ -52,7 +54,8 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("prism", "prism.model.prism:build", confounder=True, variants=VARIANT_KINDS,
-             required_hp=_BACKBONE_HP + ("confounder_width",)),
+             required_hp=_BACKBONE_HP + ("confounder_width",),
+             pretrained_loader="prism.released:init_from_pretrained_caduceus"),
         Kind("seq2exp", "prism.model.seq2exp:build", inputs=("blacklist",), required_hp=_BACKBONE_HP),
         Kind("enformer", "prism.model.enformer:build", takes_signals=False, variants=("full", "length")),
         Kind("hyenadna", "prism.model.hyena:build", takes_signals=False, variants=("full", "length")),
@@ -69,7 +72,19 @@ def kind(name: str) -> Kind:
         raise ValueError(f"unknown model kind {name!r} (known: {', '.join(KINDS)})") from None
 
 
+def _function(ref: str):
+    module, _, func = ref.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def build_model(arch: dict, spec, n_features: int):
     """The torch module of one run: ``arch`` is {kind, model: hp, ...}, spec a prism.runs.ModelSpec."""
-    module, _, func = kind(arch["kind"]).builder.partition(":")
-    return getattr(importlib.import_module(module), func)(dict(arch["model"]), spec, n_features)
+    return _function(kind(arch["kind"]).builder)(dict(arch["model"]), spec, n_features)
+
+
+def init_pretrained(model, arch: dict, weights_dir, log=print):
+    """Load an architecture's pre-trained weights (``pretrained:``) into a freshly built model."""
+    k = kind(arch["kind"])
+    if k.pretrained_loader is None:
+        raise ValueError(f"architectures.{arch.get('name')}: kind {k.name} cannot start from pre-trained weights")
+    _function(k.pretrained_loader)(model, weights_dir, f"architectures.{arch.get('name')}.model", log=log)

@@ -278,6 +278,33 @@ class Plan:
             if len(hics) > 1:
                 raise ConfigError(f"cell_lines.{cell}.signals has {len(hics)} Hi-C signals ({', '.join(hics)}); "
                                   "a cell line takes one")
+        self._weights_assets()
+
+    def _weights_assets(self):
+        """Released and pre-trained weights (``weights:``): Hugging Face files, resolved through the
+        repository's listing at a pinned commit at download time (sizes and SHA-256 from the listing)."""
+        endpoint = self.config.get("sources", {}).get("huggingface", {}).get("endpoint", "https://huggingface.co")
+        self._released: dict[tuple[str, str, int], str] = {}
+        for name, w in self.config.get("weights", {}).items():
+            where = f"weights.{name}"
+            hf = w.get("huggingface")
+            if not hf or not {"repo", "revision"} <= set(hf):
+                raise ConfigError(f"{where}.huggingface needs repo and revision (a pinned commit)")
+            base = {"kind": "huggingface", "repo": hf["repo"], "revision": hf["revision"], "endpoint": endpoint}
+            for f in w.get("files", []):
+                folder, _, pattern = f.rpartition("/")
+                path = f"resources/weights/{name}/{f}"
+                self._add(Asset(path, f"{endpoint}/{hf['repo']}/{f}",
+                                resolve={**base, "folder": folder, "pattern": pattern}))
+            per_run = w.get("per_run")
+            if per_run:
+                for cell, theirs in w.get("cells", {}).items():
+                    for seed in w.get("seeds", self.seeds):
+                        folder = per_run["folder"].format(cell=theirs, seed=seed)
+                        path = f"resources/weights/{name}/{cell}/seed{seed}.ckpt"
+                        self._add(Asset(path, f"{endpoint}/{hf['repo']}/{folder}/{per_run['pattern']}",
+                                        resolve={**base, "folder": folder, "pattern": per_run["pattern"]}))
+                        self._released[(name, cell, int(seed))] = path
 
     def _experiment_asset(self, s: dict, sources: dict, key: str) -> Asset:
         """A file named by its ENCODE experiment and fields; its accession is resolved at download time."""
@@ -404,9 +431,11 @@ class Plan:
                 raise ConfigError(f"{where}.model lacks {', '.join(missing)} (kind {kind.name} needs them)")
             out[name] = {**a, "kind": kind.name, "model": dict(a.get("model", {})),
                          "training": {**base_training, **a.get("training", {})}}
-            for ref in ("pretrained",):
+            for ref in ("pretrained", "released"):
                 if a.get(ref) is not None and a[ref] not in self.config.get("weights", {}):
                     raise ConfigError(f"{where}.{ref} names {a[ref]!r}, which is not under weights:")
+            if a.get("released") and not self.config["weights"][a["released"]].get("per_run"):
+                raise ConfigError(f"{where}.released: weights.{a['released']} needs per_run (one checkpoint per run)")
         if DEFAULT_ARCH not in out:
             raise ConfigError(f"architectures has no {DEFAULT_ARCH!r} entry (Prism's own model)")
         return out
@@ -584,6 +613,8 @@ class Plan:
             if "blacklist" in kind.inputs and "blacklist" not in self._asset_by_name:
                 raise ConfigError(f"run {run.path}: architecture {run.model.arch} (kind {kind.name}) masks the "
                                   "ENCODE blacklist: add assets.blacklist")
+            if self.architectures[run.model.arch].get("released"):
+                self.released_checkpoint(run)
             if run.model.length > self.window and not self.long_inputs_possible():
                 raise ConfigError(f"run {run.path} needs input length {run.model.length} > preprocess.window "
                                   f"{self.window}, and preprocess.long_inputs is off")
@@ -850,6 +881,9 @@ class Plan:
             out["blacklist"] = [self.asset("blacklist")]
         if "peaks" in kind.inputs_for(hp):
             out["peaks"] = [f"results/peaks/{cell}/dnase.macs3.narrowPeak"]
+        pre = self.architectures[spec.arch].get("pretrained")
+        if pre:
+            out["pretrained"] = self.weights_files(pre)
         return out
 
     def run_inputs(self, run: Run) -> dict[str, list[str]]:
@@ -857,9 +891,6 @@ class Plan:
         for c in run.cells:
             for k, v in self.data_inputs(c, run.model).items():
                 out.setdefault(k, []).extend(p for p in v if p not in out.get(k, []))
-        pre = self.architectures[run.model.arch].get("pretrained")
-        if pre:
-            out["pretrained"] = self.weights_files(pre)
         return out
 
     def eval_inputs(self, run: Run) -> dict[str, list[str]]:
@@ -872,6 +903,16 @@ class Plan:
     def weights_files(self, name: str) -> list[str]:
         w = self.config["weights"][name]
         return [f"resources/weights/{name}/{f}" for f in w.get("files", [])]
+
+    def released_checkpoint(self, run: Run) -> str:
+        """The downloaded checkpoint a released run is imported from."""
+        name = self.architectures[run.model.arch]["released"]
+        key = (name, run.cells[0], run.seed)
+        if len(run.cells) != 1 or key not in self._released:
+            have = sorted({(c, s) for n, c, s in self._released if n == name})
+            raise ConfigError(f"run {run.path}: weights.{name} has no checkpoint for {run.cells_id} seed {run.seed} "
+                              f"(it has {', '.join(f'{c} seed {s}' for c, s in have) or 'none'})")
+        return self._released[key]
 
 
 def wildcard_pattern(values) -> str:

@@ -652,3 +652,53 @@ def load_pretrained_caduceus(model_dir: str | Path, *, n_token_bias: bool = Fals
     else:
         seq_emb_state = {"weight": acgt.T.contiguous(), "bias": torch.zeros(arch["d_model"])}
     return backbone_state, seq_emb_state, backbone_cfg
+
+
+# --------------------------------------------------------------------------- into the workflow's runs
+
+
+def import_run(ckpt_path: str | Path, run, arch: dict, out: str | Path, *, log: Callable[[str], None] = print) -> dict:
+    """An authors' checkpoint as the ``model.pt`` of ``run`` (an architecture with ``released:``), in the
+    format prism.train writes, so the one evaluation rule scores it. The checkpoint's own settings and
+    sizes must be the run's: a checkpoint of another model is refused with one line."""
+    import os
+
+    import torch
+
+    from prism.evaluate import build_model, spec_of
+
+    ours, model_cfg, settings = load_reference_checkpoint(ckpt_path, log=log)
+    spec = spec_of({**settings, "arch": run.model.arch}, arch)
+    if spec.model_id != run.model.model_id:
+        raise DataError(f"{ckpt_path}: the checkpoint is {spec.model_id}, but run {run.path} is {run.model.model_id}")
+    for key, value in model_cfg.items():
+        if key in arch["model"] and arch["model"][key] != value:
+            raise DataError(f"{ckpt_path}: the checkpoint has {key} {value}, architectures.{arch['name']}.model "
+                            f"says {arch['model'][key]}")
+    model = build_model(arch, spec)
+    model.load_state_dict(ours, strict=True)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    meta = {"state_dict": model.state_dict(), "run": run.path, "cells": list(run.cells), "spec": spec.as_dict(),
+            "arch": dict(arch), "model_cfg": dict(arch["model"]), "best_val_mse": None, "best_step": None,
+            "steps": None, "parameters": n, "source": str(ckpt_path)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(meta, tmp)
+    os.replace(tmp, out)
+    log(f"imported {ckpt_path} as {out} ({n:,} parameters, {spec.model_id})")
+    return meta
+
+
+def init_from_pretrained_caduceus(model, weights_dir: str | Path, where: str, *, log: Callable[[str], None] = print):
+    """Start a Prism-kind model from a pre-trained Caduceus (backbone and sequence embedding), after
+    checking that the architecture's sizes are the checkpoint's (read from its config.json)."""
+    backbone_state, seq_emb_state, cfg = load_pretrained_caduceus(weights_dir)
+    have = {"d_model": model.backbone.d_model, "n_layer": model.backbone.n_layer}
+    for key, value in have.items():
+        if cfg.get(key) != value:
+            raise ValueError(f"{where}: {key} is {value}, the pre-trained weights in {weights_dir} have {cfg.get(key)} "
+                             f"(set it to theirs)")
+    model.backbone.load_state_dict(backbone_state, strict=True)
+    model.seq_emb.load_state_dict(seq_emb_state, strict=True)
+    log(f"backbone and sequence embedding initialised from {weights_dir} ({cfg['d_model']} x {cfg['n_layer']})")

@@ -118,6 +118,16 @@ def train_params(wildcards):
     }
 
 
+def released_checkpoint(wildcards):
+    return PLAN.released_checkpoint(_run(wildcards))
+
+
+def import_params(wildcards):
+    run = _run(wildcards)
+    arch = PLAN.architectures[run.model.arch]
+    return {"name": run.model.arch, **{k: v for k, v in arch.items() if k != "training"}}
+
+
 def eval_inputs(wildcards):
     return PLAN.eval_inputs(_run(wildcards))
 

@@ -75,3 +75,20 @@ rule predict:
         inputs=predict_params,
     script:
         "../scripts/predict.py"
+
+
+rule import_released:
+    input:
+        released_checkpoint,
+    output:
+        model="results/runs/{cells}/{model}/seed{seed}/model.pt",
+    wildcard_constraints:
+        model=PLAN.model_pattern(released=True),
+    log:
+        "results/logs/import_released/{cells}/{model}/seed{seed}.log",
+    conda:
+        "../envs/train.yaml"
+    params:
+        arch=import_params,
+    script:
+        "../scripts/import_released.py"
