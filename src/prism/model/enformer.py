@@ -140,7 +140,8 @@ class EnformerRegressor(nn.Module):
             seq = seq[:, start : start + self.window]  # (B, window, 4)
         emb = self.enformer(seq, return_only_embeddings=True)  # (B, bins, 2 dim)
         pooled = emb.mean(dim=1)  # (B, 2 dim)
-        return self.head(torch.cat([pooled.to(features.dtype), features], dim=-1)).squeeze(-1)
+        pred = self.head(torch.cat([pooled.to(features.dtype), features], dim=-1)).squeeze(-1)  # (B,)
+        return pred.float()  # fp32 under autocast too, as the reference's logits.float()
 
     def forward_batch(self, batch, mode: str = "eval") -> dict:
         """batch: prism.data.Batch (reads seq and features) -> {"pred": (B,)}; both modes are the same

@@ -297,7 +297,8 @@ class HyenaDNA(nn.Module):
         """seq (B, L, 4) one-hot (N = zeros), L <= length + 2; features (B, n_features) -> pred (B,)."""
         hidden = self.backbone(self.seq_emb(seq))  # (B, L, D)
         pooled = centre_mean_pool(hidden, self.center_len)  # (B, D)
-        return self.head(torch.cat([pooled.to(features.dtype), features], dim=-1)).squeeze(-1)
+        pred = self.head(torch.cat([pooled.to(features.dtype), features], dim=-1)).squeeze(-1)  # (B,)
+        return pred.float()  # fp32 under autocast too, as the reference's logits.float()
 
     def forward_batch(self, batch, mode: str = "eval") -> dict:
         """batch: prism.data.Batch (reads seq and features) -> {"pred": (B,)}; both modes are the same
