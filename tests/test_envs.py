@@ -45,13 +45,22 @@ def conda_name(spec: str) -> str:
     return norm(name)
 
 
+# a pip entry of an environment: the project itself, or a PyPI package that conda-forge lacks, pinned exactly
+PIP_PINNED = re.compile(r"([A-Za-z0-9_.-]+)==[A-Za-z0-9_.+-]+")
+
+
 def env_packages(path: Path) -> dict[str, str]:
-    """{PyPI name: conda spec} of one environment file (pip entries are the project itself)."""
+    """{PyPI name: conda or pip spec} of one environment file (besides the project, pip entries are PyPI packages)."""
     env = yaml.safe_load(path.read_text())
     out = {}
     for dep in env["dependencies"]:
         if isinstance(dep, dict):
-            assert set(dep) == {"pip"} and all(p.startswith("-e ") for p in dep["pip"]), dep
+            assert set(dep) == {"pip"}, dep
+            for p in dep["pip"]:
+                if not p.startswith("-e "):
+                    m = PIP_PINNED.fullmatch(p)
+                    assert m, f"{path.name}: pip entry {p!r} must be NAME==VERSION"
+                    out[norm(m[1])] = p
             continue
         name = conda_name(dep)
         if name not in CONDA_ONLY:
@@ -91,7 +100,8 @@ def test_environment_is_pinned_and_installs_the_project(env):
         if isinstance(dep, str) and conda_name(dep) != "pip":
             assert re.search(r"[=<>]", dep), f"{env}: {dep} has no version"
     pip = [d for d in data["dependencies"] if isinstance(d, dict)]
-    assert pip == [{"pip": ["-e ../.."]}], f"{env} must install the project (two folders up)"
+    assert len(pip) == 1 and pip[0]["pip"][0] == "-e ../..", f"{env} must install the project (two folders up)"
+    assert all(PIP_PINNED.fullmatch(p) for p in pip[0]["pip"][1:]), f"{env}: other pip entries are NAME==VERSION"
     assert (ENVS / "../.." / "pyproject.toml").resolve() == ROOT / "pyproject.toml"
 
 

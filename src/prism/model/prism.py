@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prism.model.caduceus import CaduceusBackbone, RMSNorm
+from prism.model.caduceus import CaduceusBackbone
+from prism.model.readout import ExpressionHead, adamw_param_groups, centre_mean_pool
 
 __all__ = ["ModelConfig", "PrismModel", "ConfounderEncoder", "build", "count_parameters", "uniform_loss"]
 
@@ -95,11 +96,7 @@ class PrismModel(nn.Module):
         )
         self.backbone = CaduceusBackbone(c.d_model, c.n_layer, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand,
                                          residual_in_fp32=c.residual_in_fp32, bidirectional=c.bidirectional)
-        self.head = nn.Sequential(
-            nn.Linear(c.d_model + c.n_features, c.d_model), nn.ReLU(),
-            nn.Linear(c.d_model, c.d_model), nn.ReLU(),
-            nn.Linear(c.d_model, 1),
-        )
+        self.head = ExpressionHead(c.d_model, c.d_model, c.n_features)
 
     @property
     def uses_confounder(self) -> bool:
@@ -109,11 +106,7 @@ class PrismModel(nn.Module):
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """Mean over the central ``center_len`` positions (all when L <= center_len): (N, L, D) -> (N, D)."""
-        L = hidden.shape[1]
-        if L > self.config.center_len:
-            start = (L - self.config.center_len) // 2
-            hidden = hidden[:, start : start + self.config.center_len]  # (N, center_len, D)
-        return hidden.mean(dim=1)
+        return centre_mean_pool(hidden, self.config.center_len)
 
     def forward(
         self,
@@ -181,20 +174,7 @@ class PrismModel(nn.Module):
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Two AdamW groups: decay for weights, none for biases, norm weights (RMSNorm, BatchNorm), A_log and D."""
-        no_decay_ids = set()
-        for module in self.modules():
-            is_norm = isinstance(module, (RMSNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
-            for name, p in module.named_parameters(recurse=False):
-                if is_norm or name.endswith("bias") or getattr(p, "_no_weight_decay", False):
-                    no_decay_ids.add(id(p))
-        decay, no_decay = [], []
-        for p in self.parameters():  # deduplicated: tied weights appear once
-            if p.requires_grad:
-                (no_decay if id(p) in no_decay_ids else decay).append(p)
-        return [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        return adamw_param_groups(self, weight_decay)
 
 
 #: architecture hyper-parameters of kind "prism" (architectures.<name>.model in config)
