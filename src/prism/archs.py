@@ -39,8 +39,8 @@ class Kind:
     variants: tuple[str, ...] = ("full", "drop", "length")
     #: hyper-parameters every architecture of this kind must give (checked by the plan)
     required_hp: tuple[str, ...] = ()
-    #: "module:function(model, weights_dir, where, log=)" that starts a model from pre-trained weights
-    pretrained_loader: str | None = None
+    #: the kind's hyper-parameters include ``pretrained`` (a directory of weights the model starts from)
+    pretrained: bool = False
 
     def inputs_for(self, hp: dict) -> tuple[str, ...]:
         """Extra inputs of one architecture: Seq2Exp's MACS3 variant reads peaks instead of learning a mask."""
@@ -54,10 +54,10 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("prism", "prism.model.prism:build", confounder=True, variants=VARIANT_KINDS,
-             required_hp=_BACKBONE_HP + ("confounder_width",),
-             pretrained_loader="prism.released:init_from_pretrained_caduceus"),
+             required_hp=_BACKBONE_HP + ("confounder_width",), pretrained=True),
         Kind("seq2exp", "prism.model.seq2exp:build", inputs=("blacklist",), required_hp=_BACKBONE_HP),
-        Kind("enformer", "prism.model.enformer:build", takes_signals=False, variants=("full", "length")),
+        Kind("enformer", "prism.model.enformer:build", takes_signals=False, variants=("full", "length"),
+             pretrained=True),
         Kind("hyenadna", "prism.model.hyena:build", takes_signals=False, variants=("full", "length")),
         Kind("epinformer", "prism.model.epinformer:build", inputs=("elements",),
              variants=("full",)),
@@ -80,11 +80,3 @@ def _function(ref: str):
 def build_model(arch: dict, spec, n_features: int):
     """The torch module of one run: ``arch`` is {kind, model: hp, ...}, spec a prism.runs.ModelSpec."""
     return _function(kind(arch["kind"]).builder)(dict(arch["model"]), spec, n_features)
-
-
-def init_pretrained(model, arch: dict, weights_dir, log=print):
-    """Load an architecture's pre-trained weights (``pretrained:``) into a freshly built model."""
-    k = kind(arch["kind"])
-    if k.pretrained_loader is None:
-        raise ValueError(f"architectures.{arch.get('name')}: kind {k.name} cannot start from pre-trained weights")
-    _function(k.pretrained_loader)(model, weights_dir, f"architectures.{arch.get('name')}.model", log=log)

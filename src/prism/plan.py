@@ -429,7 +429,15 @@ class Plan:
             missing = [k for k in kind.required_hp if k not in a.get("model", {})]
             if missing:
                 raise ConfigError(f"{where}.model lacks {', '.join(missing)} (kind {kind.name} needs them)")
-            out[name] = {**a, "kind": kind.name, "model": dict(a.get("model", {})),
+            model = dict(a.get("model", {}))
+            if a.get("pretrained"):
+                if not kind.pretrained:
+                    raise ConfigError(f"{where}.pretrained: kind {kind.name} cannot start from pre-trained weights")
+                if model.get("pretrained"):
+                    raise ConfigError(f"{where}: give pretrained once, as architectures.{name}.pretrained")
+                # the model is built from the downloaded weights' directory, for training and evaluation alike
+                model["pretrained"] = f"resources/weights/{a['pretrained']}"
+            out[name] = {**a, "kind": kind.name, "model": model,
                          "training": {**base_training, **a.get("training", {})}}
             for ref in ("pretrained", "released"):
                 if a.get(ref) is not None and a[ref] not in self.config.get("weights", {}):

@@ -692,7 +692,8 @@ def import_run(ckpt_path: str | Path, run, arch: dict, out: str | Path, *, log: 
 
 def init_from_pretrained_caduceus(model, weights_dir: str | Path, where: str, *, log: Callable[[str], None] = print):
     """Start a Prism-kind model from a pre-trained Caduceus (backbone and sequence embedding), after
-    checking that the architecture's sizes are the checkpoint's (read from its config.json)."""
+    checking that the architecture's sizes are the checkpoint's (read from its config.json).
+    prism.model.prism.build calls this when an architecture has ``pretrained:``."""
     backbone_state, seq_emb_state, cfg = load_pretrained_caduceus(weights_dir)
     have = {"d_model": model.backbone.d_model, "n_layer": model.backbone.n_layer}
     for key, value in have.items():

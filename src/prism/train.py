@@ -301,10 +301,6 @@ def train_run(run: Run, inputs: dict[str, dict], arch: dict, training: dict, out
     if training.get("max_epochs"):  # EPInformer trains for epochs: the same schedule in steps
         training = {**training, "max_steps": int(training["max_epochs"]) * len(sampler)}
     task = Task(arch, spec.as_dict(), training)
-    if arch.get("pretrained"):  # Table 10: the backbone starts from released pre-trained weights
-        from .archs import init_pretrained
-
-        init_pretrained(task.model, arch, Path(inputs[run.cells[0]]["pretrained"][0]).parent, log=log)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     _retire_stale_checkpoints(ckpt_dir, {"run": run.path, "model": dict(arch["model"]), "training": dict(training),

@@ -179,7 +179,7 @@ class PrismModel(nn.Module):
 
 #: architecture hyper-parameters of kind "prism" (architectures.<name>.model in config)
 HP_KEYS = ("d_model", "n_layer", "d_state", "d_conv", "expand", "confounder_width", "center_len",
-           "weight_activation", "residual_in_fp32", "bidirectional", "uniform_t")
+           "weight_activation", "residual_in_fp32", "bidirectional", "uniform_t", "pretrained")
 
 
 def build(hp: dict, spec, n_features: int) -> PrismModel:
@@ -187,9 +187,15 @@ def build(hp: dict, spec, n_features: int) -> PrismModel:
     unknown = set(hp) - set(HP_KEYS)
     if unknown:
         raise ValueError(f"unknown hyper-parameter(s) of kind prism: {sorted(unknown)} (known: {list(HP_KEYS)})")
-    K = spec.K or 0
-    return PrismModel(ModelConfig(**hp, n_signals=len(spec.signals), n_features=n_features, K=K,
-                                  lambda1=float(spec.lambda1 or 0.0), lambda2=float(spec.lambda2 or 0.0)))
+    hp = dict(hp)
+    pretrained = hp.pop("pretrained", None)
+    model = PrismModel(ModelConfig(**hp, n_signals=len(spec.signals), n_features=n_features, K=spec.K or 0,
+                                   lambda1=float(spec.lambda1 or 0.0), lambda2=float(spec.lambda2 or 0.0)))
+    if pretrained:  # Table 10: backbone and sequence embedding from a pre-trained Caduceus
+        from prism.released import init_from_pretrained_caduceus
+
+        init_from_pretrained_caduceus(model, pretrained, "architectures: model")
+    return model
 
 
 def count_parameters(model: nn.Module, component: str | None = None) -> int:
