@@ -62,6 +62,15 @@ CELLS = ("synthA", "synthB", "synthC")
 FOOTPRINT_CELL = "synthA"
 #: a cell line with signals but no expression at all: predictions only (no table can test on it)
 UNMEASURED_CELL = "synthD"
+#: the demo's Prism (config/demo.yaml architectures.prism.model, run_defaults.length): the size of the
+#: "released" checkpoints and of the "pre-trained" Caduceus of the mirror's Hugging Face repositories
+DEMO_PRISM = {"d_model": 16, "n_layer": 2, "d_state": 8, "d_conv": 4, "expand": 2, "confounder_width": 4,
+              "center_len": 2000, "length": 200, "K": 2}
+#: Hugging Face repositories of the mirror, at one pinned (made-up) commit; the cells are the folder names
+#: the released checkpoints use for synthA and synthB, as the authors' use K562 and GM12878
+HF_REVISION = "0d3e" * 10  # 40 hex digits, as a pinned commit
+HF_RELEASED = {"repo": "yangyz1230/Prism", "cells": {"synthA": "K562", "synthB": "GM12878"}, "seeds": (2, 22)}
+HF_CADUCEUS = {"repo": "kuleshov-group/caduceus-ph_seqlen-131k_d_model-256_n_layer-16"}
 #: the ENCODE-style hg38 blacklist of the mirror (BED.gz, as ENCFF356LFX)
 BLACKLIST = "encode/files/ENCFFSYBL01/@@download/ENCFFSYBL01.bed.gz"
 #: cells whose expression and promoter activity come from the CSV / ABC GeneList
@@ -201,6 +210,7 @@ def write_mirror(
     _write_expression_csv(root / EXPRESSION_CSV, genes, {c: expr_table[c] for c in cells if c in CSV_CELLS})
     result["unmeasured"] = _write_unmeasured_cell(root, seed, genes, n_runs)
     result["blacklist"] = str(_write_blacklist(root / BLACKLIST, np.random.default_rng([seed, 5000]), n_runs))
+    result["huggingface"] = _write_huggingface(root / "huggingface", seed)
     result["manifest"] = str(_write_manifest(root))
     return result
 
@@ -497,6 +507,79 @@ def _write_blacklist(path: Path, rng, n_runs) -> Path:
     text = "".join(f"{c}\t{s}\t{e}\t{why}\n" for c, s, e, why in rows)
     _atomic_bytes(path, gzip.compress(text.encode(), compresslevel=6, mtime=0))
     return path
+
+
+def _hf_listing(root: Path, repo: str, folder: str, files: dict[str, Path]) -> None:
+    """The tree listing of one folder as Hugging Face's API gives it (prism.download.resolve_hf_files)."""
+    entries = []
+    for rel, path in files.items():
+        data = path.read_bytes()
+        entries.append({"type": "file", "path": rel, "size": len(data), "oid": hashlib.sha1(data).hexdigest(),
+                        "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}})
+    listing = root / "api" / "models" / repo / "tree" / HF_REVISION / folder if folder else \
+        root / "api" / "models" / repo / "tree" / HF_REVISION
+    _write_json(listing, entries)
+
+
+def _write_huggingface(root: Path, seed: int) -> dict:
+    """Two Hugging Face repositories in the real layout (resolve/<commit>/<path> and the tree API):
+    "released" Prism checkpoints in the authors' Lightning layout (random weights of the demo's size) and a
+    "pre-trained" Caduceus (config.json + model.safetensors), as kuleshov-group publishes them."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .model import CaduceusBackbone, ModelConfig, PrismModel
+    from .released import export_reference_state_dict
+
+    d = DEMO_PRISM
+    out = {"revision": HF_REVISION, "released": {}, "caduceus": None}
+    rel_root = root / HF_RELEASED["repo"] / "resolve" / HF_REVISION
+    for cell, theirs in HF_RELEASED["cells"].items():
+        for s in HF_RELEASED["seeds"]:
+            torch.manual_seed(seed * 1000 + s)
+            model = PrismModel(ModelConfig(**{k: d[k] for k in ("d_model", "n_layer", "d_state", "d_conv", "expand",
+                                                                 "confounder_width", "center_len")}, K=d["K"]))
+            hparams = {"train": {"seed": s}, "dataset": {"cell_type": theirs, "seq_range": d["length"]},
+                       "task": {"loss": {"intervention_loss_weight": 1.0, "uniform_loss_weight": 1.0}},
+                       "model": {"config": {"d_model": d["d_model"], "n_layer": d["n_layer"], "center_len": 2000,
+                                            "signal_size": 3, "cnn_dim": d["confounder_width"], "n_context": d["K"],
+                                            "intervention_loss_weight": 1.0,
+                                            "ssm_cfg": {"d_state": d["d_state"], "d_conv": d["d_conv"],
+                                                        "expand": d["expand"]}}}}
+            ckpt = {"epoch": 3, "global_step": 120, "pytorch-lightning_version": "1.8.6",
+                    "state_dict": export_reference_state_dict(model.state_dict()), "hyper_parameters": hparams}
+            folder = f"ckpt/{theirs}/seed_{s}"
+            name = f"mse-2025-01-{20 + len(str(s))}_00-00-00+Fold11.ckpt"  # a date in the name, as theirs
+            path = rel_root / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            torch.save(ckpt, buf)
+            _atomic_bytes(path, buf.getvalue())
+            _hf_listing(root, HF_RELEASED["repo"], folder, {f"{folder}/{name}": path})
+            out["released"][(cell, s)] = str(path)
+    torch.manual_seed(seed + 77)
+    backbone = CaduceusBackbone(d["d_model"], d["n_layer"], d_state=d["d_state"], d_conv=d["d_conv"],
+                                expand=d["expand"])
+    state = {"caduceus.backbone.embeddings.word_embeddings.weight": torch.randn(16, d["d_model"]) * 0.02}
+    state.update({f"caduceus.backbone.{k}": v.clone() for k, v in backbone.state_dict().items()
+                  if ".mamba_rev.in_proj." not in k and ".mamba_rev.out_proj." not in k})  # tied: stored once
+    cad = root / HF_CADUCEUS["repo"] / "resolve" / HF_REVISION
+    cad.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": ["CaduceusForMaskedLM"], "model_type": "caduceus", "d_model": d["d_model"],
+              "n_layer": d["n_layer"], "vocab_size": 16, "pad_vocab_size_multiple": 8, "rms_norm": True,
+              "residual_in_fp32": False, "fused_add_norm": True, "norm_epsilon": 1e-5,
+              "ssm_cfg": {"d_state": d["d_state"], "d_conv": d["d_conv"], "expand": d["expand"], "dt_rank": "auto",
+                          "conv_bias": True, "bias": False},
+              "bidirectional": True, "bidirectional_strategy": "add", "bidirectional_weight_tie": True,
+              "rcps": False}
+    _write_json(cad / "config.json", config)
+    tmp = cad / "model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, cad / "model.safetensors")
+    _hf_listing(root, HF_CADUCEUS["repo"], "", {"config.json": cad / "config.json",
+                                                "model.safetensors": cad / "model.safetensors"})
+    out["caduceus"] = str(cad)
+    return out
 
 
 def _footprints(rng, genes: pd.DataFrame) -> dict[str, np.ndarray]:

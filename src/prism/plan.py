@@ -249,6 +249,9 @@ class Plan:
                     if src in s:
                         if src not in sources:
                             raise ConfigError(f"{key} uses source {src!r}, but sources.{src} is not configured")
+                        for need in ("download", "metadata"):
+                            if need not in sources[src]:
+                                raise ConfigError(f"sources.{src} lacks {need} (a URL template)")
                         kind = s.get("kind", "hic" if src == "4dn" else "bigwig")
                         ext = SIGNAL_EXT[kind]
                         acc = s[src]
