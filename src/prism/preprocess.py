@@ -178,6 +178,14 @@ def hic_features(band, tss, hic_offsets, resolution: int) -> np.ndarray:
     return transform_hic(contacts, qc, hic_offsets, resolution)
 
 
+def gene_hic(path, chrom: str, normalization: str, resolution: int, size: int, tss, hic_offsets) -> np.ndarray:
+    """Transformed contacts (n, nb) float32 of each TSS's bin with the bins at `hic_offsets` from it,
+    read from the .hic at `path` (one band read for the chromosome, reaching the offsets and the QC flank)."""
+    max_offset = int(max(np.abs(hic_offsets).max(), -(-HIC_QC_FLANK // resolution)))
+    band = _read_hic_band(path, chrom, normalization, resolution, max_offset, size)
+    return hic_features(band, tss, hic_offsets, resolution)
+
+
 # ---------------------------------------------------------------- the shard
 
 
@@ -206,12 +214,9 @@ def build_shard(
     if window <= 0 or window % 2:
         raise DataError(f"window must be a positive even number, got {window}")
     chrom = normalize_chrom(chrom)
-    genes = read_gene_table(genes_tsv)
-    genes = genes[genes["chrom"] == chrom].sort_values("tss", kind="stable")
-    gene_id = genes["gene_id"].to_numpy(dtype=str)
-    tss = genes["tss"].to_numpy(dtype=np.int64)
-    n = len(genes)
-    specs = {name: _track_spec(name, v) for name, v in tracks.items()}
+    gene_id, tss = genes_on(genes_tsv, chrom)
+    n = len(gene_id)
+    specs = {name: track_spec(name, v) for name, v in tracks.items()}
     names = list(specs)
     if hic:
         resolution = int(hic.get("resolution", 5000))
@@ -233,9 +238,7 @@ def build_shard(
             path, kind = specs[name]
             _fill_track(path, kind, chrom, size, tss, track_arr[:, j])
         if hic:
-            max_offset = int(max(np.abs(hic_offsets).max(), -(-HIC_QC_FLANK // resolution)))
-            band = _read_hic_band(hic["path"], chrom, normalization, resolution, max_offset, size)
-            hic_arr = hic_features(band, tss, hic_offsets, resolution)
+            hic_arr = gene_hic(hic["path"], chrom, normalization, resolution, size, tss, hic_offsets)
     write_shard(
         out,
         gene_id=gene_id,
@@ -253,10 +256,18 @@ def build_shard(
     return {"path": str(out), "n_genes": n, "seconds": seconds}
 
 
+def genes_on(genes_tsv, chrom: str) -> tuple[np.ndarray, np.ndarray]:
+    """(gene_id (n,) str, tss (n,) int64) of the genes of `genes_tsv` on `chrom`, TSS-sorted (stable):
+    the row order of a shard."""
+    genes = read_gene_table(genes_tsv)
+    genes = genes[genes["chrom"] == normalize_chrom(chrom)].sort_values("tss", kind="stable")
+    return genes["gene_id"].to_numpy(dtype=str), genes["tss"].to_numpy(dtype=np.int64)
+
+
 TRACK_KINDS = ("bigwig", "bigbed")
 
 
-def _track_spec(name: str, value) -> tuple[str, str]:
+def track_spec(name: str, value) -> tuple[str, str]:
     """(path, kind) of one track given as a path, a (path, kind) pair or {"path", "kind"}."""
     if isinstance(value, dict):
         path, kind = value["path"], value.get("kind", "bigwig")
