@@ -157,6 +157,8 @@ def test_track_subset_and_ensembl_names(built, demo_mirror, demo_gene_tables, tm
     got = src.fetch("chr22", sh["tss"][:5], 2000)
     np.testing.assert_array_equal(got.tracks, sh["tracks"][:5, [2, 0], 4000:6000].astype(np.float16))
     assert set(np.unique(got.tracks[:, 0])) <= {0.0, 1.0} and got.hic.shape == (5, 0)
+    half = src.fetch("chr22", sh["tss"][:5], 2000, dtype=np.float16).tracks  # as stored, for a device-side cast
+    assert half.dtype == np.float16 and np.array_equal(half, got.tracks)
     with pytest.raises(DataError, match=r"chr22.tracks.json: no track 'h3k4me3'"):
         StoreSource({c: genome_path(root, c) for c in sizes}, {"chr22": track_paths(root, "synthA", "chr22")[0]},
                     None, track_names=["h3k4me3"])

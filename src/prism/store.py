@@ -169,15 +169,13 @@ def build_track_store(tracks: dict, chrom: str, chrom_size: int, out_prefix) -> 
                 for a in range(0, size, CHUNK_BP):
                     b = min(size, a + CHUNK_BP)
                     values = read(a, b)  # (b - a,) float32
-                    with np.errstate(over="ignore"):  # overflow is reported below, naming the file
-                        half = values.astype(TRACK_DTYPE)
-                    bad = np.flatnonzero(~np.isfinite(half))
-                    if len(bad):
-                        i = int(bad[0])
+                    peak = max(float(values.max(initial=0.0)), -float(values.min(initial=0.0)))
+                    if peak > FLOAT16_MAX:
+                        i = int(np.argmax(np.abs(values) > FLOAT16_MAX))
                         raise DataError(f"{path}: {chrom}:{a + i} value {values[i]:g} overflows float16 "
                                         f"(|x| > {FLOAT16_MAX:g}) for track {name}")
-                    mm[j, a:b] = half
-                    top = max(top, float(np.abs(values).max(initial=0.0)))
+                    mm[j, a:b] = values  # rounded to the nearest float16
+                    top = max(top, peak)
                     nonzero += int(np.count_nonzero(values))
             finally:
                 handle.close()
@@ -398,11 +396,12 @@ class StoreSource:
             order = np.argsort(part["tss"], kind="stable")
             self._hic[chrom] = (part["tss"][order], part["hic"][order], str(path))
 
-    def fetch(self, chrom, tss, length: int) -> LongInputs:
+    def fetch(self, chrom, tss, length: int, dtype=np.float32) -> LongInputs:
         """Inputs of B genes given as rows (chrom (B,), tss (B,)) for windows [tss - L/2, tss + L/2).
 
-        seq (B, L) uint8, tracks (B, T, L) float32, hic (B, nb) float32 (the rows of these TSSs in the
-        long Hi-C files; expand with ``expand_hic(hic, hic_offsets, hic_resolution, tss, hic_window, L)``).
+        seq (B, L) uint8, tracks (B, T, L) float32 (dtype=np.float16: as stored, no conversion, half
+        the bytes), hic (B, nb) float32 (the rows of these TSSs in the long Hi-C files; expand with
+        ``expand_hic(hic, hic_offsets, hic_resolution, tss, hic_window, L)``).
         """
         length = int(length)
         if length <= 0 or length % 2:
@@ -423,19 +422,27 @@ class StoreSource:
                 if lo < hi:
                     for j, r in enumerate(rows):
                         f.read_into(raw[i, j, lo:hi], int(r) * f.shape[1] + int(a))
+        if self._hic and length > self.hic_window:
+            raise DataError(f"input length {length} is longer than the Hi-C store's {self.hic_window}")
+        return LongInputs(seq=seq, tracks=raw.astype(dtype, copy=False), hic=self.hic_bins(chrom, tss))
+
+    def hic_bins(self, chrom, tss) -> np.ndarray:
+        """(B, nb) float32 Hi-C rows of the genes at (chrom (B,), tss (B,)); (B, 0) without Hi-C."""
+        tss = np.asarray(tss, dtype=np.int64).reshape(-1)
+        chrom = np.broadcast_to(np.asarray(chrom, dtype=object), tss.shape)
         hic = np.zeros((len(tss), len(self.hic_offsets)), dtype=np.float32)
-        if self._hic:
-            if length > self.hic_window:
-                raise DataError(f"input length {length} is longer than the Hi-C store's {self.hic_window}")
-            for i, (c, t) in enumerate(zip(chrom, tss)):
-                if c not in self._hic:
-                    raise DataError(f"long Hi-C: chromosome {c} is not stored (has {sorted(self._hic)})")
-                keys, values, path = self._hic[c]
-                k = int(np.searchsorted(keys, t))
-                if k == len(keys) or keys[k] != t:
-                    raise DataError(f"{path}: no Hi-C row for TSS {c}:{t} (built from another gene table?)")
-                hic[i] = values[k]
-        return LongInputs(seq=seq, tracks=raw.astype(np.float32), hic=hic)
+        if not self._hic:
+            return hic
+        for i, (c, t) in enumerate(zip(chrom, tss)):
+            c = normalize_chrom(c)
+            if c not in self._hic:
+                raise DataError(f"long Hi-C: chromosome {c} is not stored (has {sorted(self._hic)})")
+            keys, values, path = self._hic[c]
+            k = int(np.searchsorted(keys, t))
+            if k == len(keys) or keys[k] != t:
+                raise DataError(f"{path}: no Hi-C row for TSS {c}:{t} (built from another gene table?)")
+            hic[i] = values[k]
+        return hic
 
 
 def read_codes_from(genome_dir, chromosomes):
