@@ -2,8 +2,13 @@
 
 Shards (:mod:`prism.shards`) copy each gene's window; at 200 kb that is 1.2x the genome per track
 and neighbouring windows overlap. Here each chromosome is stored once, whole, and windows are
-sliced at load time with ``pread`` (no file offset is shared between forked loader workers, and
-no file pages are mapped into the workers, so their RSS stays at the batch they build).
+sliced at load time with ``pread``: as fast as slicing a memmap (benchmarks/long_input_benchmark.py),
+but no file offset is shared between forked loader workers and no file pages are mapped into them
+(a memmap's touched pages count in the workers' RSS and grow towards the whole store over an epoch).
+Shards remain the path for lengths up to their window.
+
+One difference from shards: the genome store upper-cases soft-masked bases; shards code lowercase
+as N. The workflow's genome (Basenji's hg38.ml.fa, DATA.md) is uppercase, so both agree there.
 
 Layout (paths as the workflow writes them; ``{chrom}`` in our spelling, ``chr1``):
 
