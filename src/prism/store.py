@@ -8,7 +8,7 @@ but no file offset is shared between forked loader workers and no file pages are
 Shards remain the path for lengths up to their window.
 
 One difference from shards: the genome store upper-cases soft-masked bases; shards code lowercase
-as N. The workflow's genome (Basenji's hg38.ml.fa, DATA.md) is uppercase, so both agree there.
+as N. The workflow's genome (Basenji's hg38.ml.fa) is uppercase according to DATA.md, so both agree there.
 
 Layout (paths as the workflow writes them; ``{chrom}`` in our spelling, ``chr1``):
 
