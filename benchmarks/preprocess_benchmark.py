@@ -60,12 +60,12 @@ HALFLIFE = ["UTR5LEN_log10zscore", "CDSLEN_log10zscore", "INTRONLEN_log10zscore"
 # ---------------------------------------------------------------- synthesis
 
 
-def _write_fasta(path: Path, rng) -> None:
-    """60-column FASTA and its .fai, written from numpy bytes one chromosome at a time."""
+def _write_fasta(path: Path, rng, sizes: dict = GRCH38) -> None:
+    """60-column FASTA and its .fai of the chromosomes `sizes`, written from numpy bytes one at a time."""
     letters = np.frombuffer(b"ACGT", dtype=np.uint8)
     fai = []
     with open(path, "wb") as fh:
-        for chrom, size in GRCH38.items():
+        for chrom, size in sizes.items():
             header = f">{chrom}\n".encode()
             fh.write(header)
             offset = fh.tell()
@@ -84,15 +84,15 @@ def _write_fasta(path: Path, rng) -> None:
     Path(str(path) + ".fai").write_text("".join(fai))
 
 
-def _place_genes(rng):
-    """(chrom, tss) of N_GENES genes, proportional to length; a few within 5 kb of a chromosome end."""
+def _place_genes(rng, chroms=GENE_CHROMS, n_genes: int = N_GENES):
+    """(chrom, tss) of n_genes genes on `chroms`, proportional to length; a few within 5 kb of a chromosome end."""
     import pandas as pd
 
-    sizes = np.array([GRCH38[c] for c in GENE_CHROMS], dtype=np.float64)
-    counts = np.floor(sizes / sizes.sum() * N_GENES).astype(int)
-    counts[np.argsort(-sizes)[: N_GENES - counts.sum()]] += 1
+    sizes = np.array([GRCH38[c] for c in chroms], dtype=np.float64)
+    counts = np.floor(sizes / sizes.sum() * n_genes).astype(int)
+    counts[np.argsort(-sizes)[: n_genes - counts.sum()]] += 1
     rows = []
-    for chrom, n in zip(GENE_CHROMS, counts):
+    for chrom, n in zip(chroms, counts):
         size = GRCH38[chrom]
         tss = rng.choice(np.arange(TELOMERE, size - TELOMERE, 200), size=n, replace=False)
         tss[:2] = [TELOMERE + 1500, size - TELOMERE - 2500]  # windows of 10 kb+ reach the N telomere
@@ -130,17 +130,20 @@ def _write_tables(root: Path, genes, rng) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
-def _write_bigwig(path: Path, genes, rng, *, peak_width_steps: int, peak_height: float, background: float) -> int:
-    """bedGraph-style bigWig over all 24 chromosomes; returns the number of entries written."""
+def _write_bigwig(path: Path, genes, rng, *, peak_width_steps: int, peak_height: float, background: float,
+                  sizes: dict = GRCH38, step: int = STEP, jitter: float = 0.0) -> int:
+    """bedGraph-style bigWig over the chromosomes `sizes` (all 24 by default) on a grid of `step` bp;
+    jitter > 0 multiplies each step by 1 + jitter * N(0, 1) (denser entries, as ENCODE's fold-change
+    files). Returns the number of entries written."""
     import pyBigWig
 
     bw = pyBigWig.open(str(path), "w")
-    bw.addHeader(list(GRCH38.items()), maxZooms=10)
+    bw.addHeader(list(sizes.items()), maxZooms=10)
     total = 0
     half = 2 * peak_width_steps
     shape = np.exp(-0.5 * (np.arange(-half, half + 1) / (peak_width_steps / 2)) ** 2).astype(np.float32)
-    for chrom, size in GRCH38.items():
-        nstep = -(-size // STEP)
+    for chrom, size in sizes.items():
+        nstep = -(-size // step)
         # background: piecewise constant over segments of ~400 bp (20 steps on average)
         seg_len = rng.geometric(1 / 20, size=nstep // 10 + 10)
         edges = np.cumsum(seg_len)
@@ -149,13 +152,15 @@ def _write_bigwig(path: Path, genes, rng, *, peak_width_steps: int, peak_height:
         grid = np.repeat(seg_val, np.diff(np.concatenate([[0], edges])))[:nstep].copy()
         # peaks: at 70% of this chromosome's TSSs and at one distal site per 25 kb
         tss = genes.loc[genes["chrom"] == chrom, "tss"].to_numpy()
-        centres = np.concatenate([tss[rng.random(len(tss)) < 0.7] // STEP, rng.integers(0, nstep, size // 25_000)])
+        centres = np.concatenate([tss[rng.random(len(tss)) < 0.7] // step, rng.integers(0, nstep, size // 25_000)])
         idx = np.clip(centres[:, None] + np.arange(-half, half + 1)[None, :], 0, nstep - 1)
         amp = (peak_height * rng.gamma(1.5, 1.0, len(centres))).astype(np.float32)
         np.add.at(grid, idx.ravel(), (amp[:, None] * shape[None, :]).ravel())
+        if jitter:
+            grid *= 1 + jitter * rng.standard_normal(nstep).astype(np.float32)
         grid = np.round(grid, 2)
         valid = np.ones(nstep, dtype=bool)  # no data over the N telomeres and a few random holes
-        valid[: TELOMERE // STEP] = valid[-(TELOMERE // STEP) :] = False
+        valid[: TELOMERE // step] = valid[-(TELOMERE // step) :] = False
         for h in rng.integers(0, nstep - 500, 20):
             valid[h : h + rng.integers(10, 500)] = False
         change = np.ones(nstep, dtype=bool)
@@ -163,29 +168,29 @@ def _write_bigwig(path: Path, genes, rng, *, peak_width_steps: int, peak_height:
         first = np.flatnonzero(change)
         last = np.append(first[1:], nstep)
         keep = valid[first]
-        starts = first[keep].astype(np.int64) * STEP
-        ends = np.minimum(last[keep].astype(np.int64) * STEP, size)
+        starts = first[keep].astype(np.int64) * step
+        ends = np.minimum(last[keep].astype(np.int64) * step, size)
         bw.addEntries([chrom] * len(starts), starts, ends=ends, values=grid[first[keep]].astype(np.float64))
         total += len(starts)
     bw.close()
     return total
 
 
-def _write_hic(path: Path, rng) -> int:
-    """5 kb .hic, COO pixels up to HIC_REACH_BINS off the diagonal; pixel density and counts fall as
-    (k + 1)^-0.87 with the bin distance k. Returns the number of pixels."""
+def _write_hic(path: Path, rng, sizes: dict = GRCH38, reach: int = HIC_REACH_BINS) -> int:
+    """5 kb .hic of the chromosomes `sizes`, COO pixels up to `reach` bins off the diagonal; pixel density
+    and counts fall as (k + 1)^-0.87 with the bin distance k. Returns the number of pixels."""
     import hictkpy
     import pandas as pd
 
     scratch = path.parent / "hictk_tmp"
     scratch.mkdir(exist_ok=True)
-    writer = hictkpy.hic.FileWriter(str(path), dict(GRCH38), HIC_RES, assembly="GRCh38", n_threads=2,
+    writer = hictkpy.hic.FileWriter(str(path), dict(sizes), HIC_RES, assembly="GRCh38", n_threads=2,
                                     tmpdir=str(scratch), compression_lvl=6, skip_all_vs_all_matrix=True)
     offset, total = 0, 0
-    for size in GRCH38.values():
+    for size in sizes.values():
         nb = -(-size // HIC_RES)
         b1, b2, cnt = [], [], []
-        for k in range(min(HIC_REACH_BINS, nb - 1) + 1):
+        for k in range(min(reach, nb - 1) + 1):
             decay = (k + 1.0) ** -0.87
             rows = np.flatnonzero(rng.random(nb - k) < min(1.0, 2.0 * decay))
             b1.append(rows)

@@ -25,6 +25,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,14 @@ def hic_features(band, tss, hic_offsets, resolution: int) -> np.ndarray:
     return transform_hic(contacts, qc, hic_offsets, resolution)
 
 
+def gene_hic(path, chrom: str, normalization: str, resolution: int, size: int, tss, hic_offsets) -> np.ndarray:
+    """Transformed contacts (n, nb) float32 of each TSS's bin with the bins at `hic_offsets` from it,
+    read from the .hic at `path` (one band read for the chromosome, reaching the offsets and the QC flank)."""
+    max_offset = int(max(np.abs(hic_offsets).max(), -(-HIC_QC_FLANK // resolution)))
+    band = _read_hic_band(path, chrom, normalization, resolution, max_offset, size)
+    return hic_features(band, tss, hic_offsets, resolution)
+
+
 # ---------------------------------------------------------------- the shard
 
 
@@ -205,12 +214,9 @@ def build_shard(
     if window <= 0 or window % 2:
         raise DataError(f"window must be a positive even number, got {window}")
     chrom = normalize_chrom(chrom)
-    genes = read_gene_table(genes_tsv)
-    genes = genes[genes["chrom"] == chrom].sort_values("tss", kind="stable")
-    gene_id = genes["gene_id"].to_numpy(dtype=str)
-    tss = genes["tss"].to_numpy(dtype=np.int64)
-    n = len(genes)
-    specs = {name: _track_spec(name, v) for name, v in tracks.items()}
+    gene_id, tss = genes_on(genes_tsv, chrom)
+    n = len(gene_id)
+    specs = {name: track_spec(name, v) for name, v in tracks.items()}
     names = list(specs)
     if hic:
         resolution = int(hic.get("resolution", 5000))
@@ -230,12 +236,9 @@ def build_shard(
             raise DataError(f"{genes_tsv}: gene {gene_id[i]} TSS {tss[i]} is outside {chrom} of {fasta} ({size} bp)")
         for j, name in enumerate(names):
             path, kind = specs[name]
-            fill = _fill_bigwig if kind == "bigwig" else _fill_bigbed
-            fill(path, chrom, size, tss, track_arr[:, j])
+            _fill_track(path, kind, chrom, size, tss, track_arr[:, j])
         if hic:
-            max_offset = int(max(np.abs(hic_offsets).max(), -(-HIC_QC_FLANK // resolution)))
-            band = _read_hic_band(hic["path"], chrom, normalization, resolution, max_offset, size)
-            hic_arr = hic_features(band, tss, hic_offsets, resolution)
+            hic_arr = gene_hic(hic["path"], chrom, normalization, resolution, size, tss, hic_offsets)
     write_shard(
         out,
         gene_id=gene_id,
@@ -253,10 +256,18 @@ def build_shard(
     return {"path": str(out), "n_genes": n, "seconds": seconds}
 
 
+def genes_on(genes_tsv, chrom: str) -> tuple[np.ndarray, np.ndarray]:
+    """(gene_id (n,) str, tss (n,) int64) of the genes of `genes_tsv` on `chrom`, TSS-sorted (stable):
+    the row order of a shard."""
+    genes = read_gene_table(genes_tsv)
+    genes = genes[genes["chrom"] == normalize_chrom(chrom)].sort_values("tss", kind="stable")
+    return genes["gene_id"].to_numpy(dtype=str), genes["tss"].to_numpy(dtype=np.int64)
+
+
 TRACK_KINDS = ("bigwig", "bigbed")
 
 
-def _track_spec(name: str, value) -> tuple[str, str]:
+def track_spec(name: str, value) -> tuple[str, str]:
     """(path, kind) of one track given as a path, a (path, kind) pair or {"path", "kind"}."""
     if isinstance(value, dict):
         path, kind = value["path"], value.get("kind", "bigwig")
@@ -296,8 +307,13 @@ def _windows(read, size: int, tss: np.ndarray, out: np.ndarray, pad) -> None:
         out[i0:i1] = sliding_window_view(buf, window)[tss[i0:i1] - window // 2 - lo]
 
 
-def _fill_sequence(fasta, chrom: str, tss: np.ndarray, out: np.ndarray) -> int:
-    """Sequence codes of every window into out (n, W) uint8; returns the chromosome's length."""
+@contextmanager
+def sequence_reader(fasta, chrom: str, *, soft_masked_as_bases: bool = False):
+    """(size, read) of one FASTA chromosome: read(a, b) -> uint8 codes (b - a,) of bases [a, b).
+
+    Codes as :data:`prism.shards.SEQ_CODE` (N and IUPAC codes -> 4). soft_masked_as_bases=False keeps
+    the shards' rule (only uppercase A/C/G/T are bases, lowercase -> 4); True upper-cases first.
+    """
     import pyfaidx
 
     try:
@@ -306,57 +322,70 @@ def _fill_sequence(fasta, chrom: str, tss: np.ndarray, out: np.ndarray) -> int:
         raise DataError(f"{fasta}: cannot index FASTA ({str(exc).splitlines()[0]})") from None
     try:
         record = fa[resolve_chrom(chrom, fa.keys(), fasta)]
-        size = len(record)
-        _windows(lambda a, b: encode_seq(record[a:b].encode("ascii")), size, tss, out, N_CODE)
+        if soft_masked_as_bases:
+            yield len(record), lambda a, b: encode_seq(record[a:b].upper().encode("ascii"))
+        else:
+            yield len(record), lambda a, b: encode_seq(record[a:b].encode("ascii"))
     finally:
         fa.close()
+
+
+def _fill_sequence(fasta, chrom: str, tss: np.ndarray, out: np.ndarray) -> int:
+    """Sequence codes of every window into out (n, W) uint8; returns the chromosome's length."""
+    with sequence_reader(fasta, chrom) as (size, read):
+        _windows(read, size, tss, out, N_CODE)
     return size
 
 
-def _fill_bigwig(path, chrom: str, size: int, tss: np.ndarray, out: np.ndarray) -> None:
-    """Raw per-base bigWig values of every window into out (n, W) float32; NaN (no data) -> 0."""
+def open_track(path, kind: str):
+    """pyBigWig handle of a bigWig (kind ``bigwig``) or bigBed (``bigbed``); DataError naming the file
+    if it cannot be opened (missing, truncated: libBigWig finds no index) or is of the other kind."""
     import pyBigWig
 
-    bw = pyBigWig.open(str(path))
-    if bw is None or not bw.isBigWig():
-        raise DataError(f"{path}: not a readable bigWig")
+    label = {"bigwig": "bigWig", "bigbed": "bigBed"}[kind]
     try:
-        name = resolve_chrom(chrom, bw.chroms(), path)
-        length = bw.chroms(name)
-        if length != size:
-            raise DataError(f"{path}: {name} is {length} bp, the genome says {size} (assembly mismatch?)")
-
-        def read(a, b):
-            return np.nan_to_num(bw.values(name, a, b, numpy=True), copy=False, nan=0.0)
-
-        _windows(read, size, tss, out, 0.0)
-    finally:
-        bw.close()
+        handle = pyBigWig.open(str(path))
+    except RuntimeError as exc:
+        raise DataError(f"{path}: not a readable {label} ({exc}; truncated or corrupt?)") from None
+    if handle is None or not (handle.isBigWig() if kind == "bigwig" else handle.isBigBed()):
+        raise DataError(f"{path}: not a readable {label}")
+    return handle
 
 
-def _fill_bigbed(path, chrom: str, size: int, tss: np.ndarray, out: np.ndarray) -> None:
-    """0/1 coverage of a bigBed's intervals (1 inside any interval) in every window, out (n, W) float32.
+def track_reader(handle, path, kind: str, chrom: str, size: int):
+    """read(a, b) -> float32 (b - a,) per-base values of one track over [a, b) of `chrom`, 0 <= a < b <= size.
 
-    All intervals of the chromosome are read at once (``entries``); a chromosome absent from the file
-    has no intervals (bedToBigBed lists only chromosomes with data), which is logged.
+    handle: from :func:`open_track`. bigwig: raw values, NaN (no data) -> 0. bigbed: 1 inside any
+    interval, else 0; all intervals of the chromosome are read here at once (``entries``); a
+    chromosome absent from a bigBed has no intervals (bedToBigBed lists only chromosomes with data),
+    which is logged. A bigWig without the chromosome, a length other than `size`, or a data block that
+    fails to decompress is a DataError naming the file and chromosome.
     """
-    import pyBigWig
-
-    bb = pyBigWig.open(str(path))
-    if bb is None or not bb.isBigBed():
-        raise DataError(f"{path}: not a readable bigBed")
-    try:
+    if kind == "bigbed":
         try:
-            name = resolve_chrom(chrom, bb.chroms(), path)
+            name = resolve_chrom(chrom, handle.chroms(), path)
         except DataError:
             log.warning("%s: no %s intervals (chromosome absent): track is all 0", path, chrom)
-            return
-        length = bb.chroms(name)
-        if length != size:
-            raise DataError(f"{path}: {name} is {length} bp, the genome says {size} (assembly mismatch?)")
-        entries = bb.entries(name, 0, length, withString=False) or []
-    finally:
-        bb.close()
+            return lambda a, b: np.zeros(b - a, dtype=np.float32)
+    else:
+        name = resolve_chrom(chrom, handle.chroms(), path)
+    length = handle.chroms(name)
+    if length != size:
+        raise DataError(f"{path}: {name} is {length} bp, the genome says {size} (assembly mismatch?)")
+    if kind == "bigwig":
+
+        def read(a, b):
+            try:
+                values = handle.values(name, a, b, numpy=True)
+            except RuntimeError as exc:
+                raise DataError(f"{path}: reading {name}:{a}-{b} failed ({exc}; truncated or corrupt bigWig?)") from None
+            return np.nan_to_num(values, copy=False, nan=0.0)
+
+        return read
+    try:
+        entries = handle.entries(name, 0, length, withString=False) or []
+    except RuntimeError as exc:
+        raise DataError(f"{path}: reading the {name} intervals failed ({exc}; truncated or corrupt bigBed?)") from None
     iv = np.array(entries, dtype=np.int64).reshape(-1, 2)
     order = np.argsort(iv[:, 0], kind="stable")
     starts, ends = iv[order, 0], np.maximum.accumulate(iv[order, 1]) if len(iv) else iv[:, 1]
@@ -369,4 +398,13 @@ def _fill_bigbed(path, chrom: str, size: int, tss: np.ndarray, out: np.ndarray) 
         np.add.at(depth, np.clip(ends[i0:i1] - a, 0, b - a), -1)
         return (np.cumsum(depth[:-1]) > 0).astype(np.float32)
 
-    _windows(read, size, tss, out, 0.0)
+    return read
+
+
+def _fill_track(path, kind: str, chrom: str, size: int, tss: np.ndarray, out: np.ndarray) -> None:
+    """Per-base values of one track (see :func:`track_reader`) in every window, out (n, W) float32."""
+    handle = open_track(path, kind)
+    try:
+        _windows(track_reader(handle, path, kind, chrom, size), size, tss, out, 0.0)
+    finally:
+        handle.close()
