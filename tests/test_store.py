@@ -380,3 +380,28 @@ def test_hic_edges_match_a_hand_definition(built, demo_mirror):
     assert (got[: offsets.index(0)] == 0).all()
     nbins = math.ceil(demo_mirror["chromosomes"]["chr22"] / RES)
     assert offsets[-1] < nbins and (got[offsets.index(0) :] > 0).sum() > 5
+
+
+def test_cell_data_serves_the_same_batches_from_the_store_as_from_shards(built, demo_mirror, demo_gene_tables):
+    """prism.data.CellData on the store equals CellData on shards (tracks up to float16), blacklist masks beside."""
+    import torch
+
+    from prism.data import CellData
+
+    root = built["root"]
+    shard_paths = [str(root / "shards" / f"{c}.npz") for c in CHROMS]
+    signals = ["dnase", "hic", "h3k27ac"]
+    a = CellData("synthA", demo_gene_tables["synthA"], shard_paths, signals, 2000)
+    b = CellData.from_store("synthA", demo_gene_tables["synthA"], [str(genome_path(root, c)) for c in CHROMS],
+                            [str(p) for c in CHROMS for p in (*track_paths(root, "synthA", c),
+                                                                long_hic_path(root, "synthA", c))],
+                            signals, 2000)
+    assert list(a.gene_id) == list(b.gene_id)
+    rows = np.arange(len(a))
+    x, y = a.batch(rows), b.batch(rows)
+    assert torch.equal(x.seq, y.seq) and torch.equal(x.target, y.target) and torch.equal(x.features, y.features)
+    torch.testing.assert_close(y.signals[:, [0, 2]], x.signals[:, [0, 2]].half().float())  # tracks: float16
+    assert torch.equal(y.signals[:, 1], x.signals[:, 1])  # Hi-C: the same bins
+    b.intervals["blacklist"] = {"chr22": np.array([[0, 100_000]])}
+    mask = b.batch(rows[:3]).extra["blacklist"]
+    assert mask.dtype == torch.bool and mask.shape == (3, 2000) and mask[0].any()

@@ -6,7 +6,9 @@ Sequence stays as uint8 codes and Hi-C at its bin resolution; both are expanded 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,54 +38,104 @@ class Batch:
 class CellData:
     """All genes of one cell line at one input length, with the signals a model asks for.
 
-    ``signals`` are names of the cell line's signals in model order; each is a bigWig track of the
-    shards or, if not among them, the shards' Hi-C.
+    ``signals`` are names of the cell line's signals in model order; each is a track (bigWig, bigBed)
+    or, if not among them, the Hi-C. Inputs up to the shards' window come from the shards, held in
+    memory; longer ones from the base-resolution store (prism.store), sliced per batch.
     """
 
     def __init__(self, cell: str, genes_tsv: str, shard_paths: list[str], signals: list[str], length: int):
         self.cell = cell
         self.length = int(length)
         self.signal_names = list(signals)
+        self.store = None
+        self.intervals: dict[str, dict] = {}  # extra inputs as intervals per chromosome (blacklist, peaks)
         sh = shards.read_shards(shard_paths)
-        genes = pd.read_csv(genes_tsv, sep="\t", dtype={"gene_id": str, "chrom": str})
-        genes = genes.set_index("gene_id")
         gid = np.asarray(sh["gene_id"]).astype(str)
-        missing = [g for g in gid if g not in genes.index]
-        if missing:
-            raise DataError(f"{shard_paths[0]}...: gene {missing[0]} of the shards is not in {genes_tsv}")
-        genes = genes.loc[gid]
+        self._genes(genes_tsv, gid, f"{shard_paths[0]}...")
         window = int(sh["window"])
         if self.length > window:
             raise DataError(f"input length {self.length} is longer than the shards' window {window} ({cell})")
-        self.gene_id = gid
-        self.chrom = genes["chrom"].to_numpy()
-        self.split = genes["split"].to_numpy()
-        self.target = genes["target"].to_numpy(np.float32)
-        self.features = genes[list(FEATURES)].to_numpy(np.float32)
         self.seq = np.ascontiguousarray(shards.crop(sh["seq"], window, self.length))
         track_names = [str(t) for t in sh["track_names"]]
-        self._channels = []  # per signal: ("track", i) or ("hic", None)
-        tracks = []
-        for name in self.signal_names:
-            if name in track_names:
-                tracks.append(shards.crop(sh["tracks"][:, track_names.index(name)], window, self.length))
-                self._channels.append(("track", len(tracks) - 1))
-            elif sh["hic"].shape[1] > 0:
-                self._channels.append(("hic", None))
-            else:
-                raise DataError(f"cell line {cell}: signal {name!r} is neither a track of its shards "
-                                f"({track_names}) nor Hi-C")
+        self._channels = self._channel_map(track_names, sh["hic"].shape[1] > 0)
+        tracks = [shards.crop(sh["tracks"][:, track_names.index(n)], window, self.length)
+                  for kind, n in self._channels if kind == "track"]
         self.tracks = np.ascontiguousarray(np.stack(tracks, 1)) if tracks else None  # (n, T, L)
         self.hic, self.hic_offsets = sh["hic"], sh["hic_offsets"]
         self.hic_resolution, self.tss, self.window = int(sh["hic_resolution"]), sh["tss"], window
+
+    def _genes(self, genes_tsv, gid: np.ndarray, source: str):
+        genes = pd.read_csv(genes_tsv, sep="\t", dtype={"gene_id": str, "chrom": str}).set_index("gene_id")
+        missing = [g for g in gid if g not in genes.index]
+        if missing:
+            raise DataError(f"{source}: gene {missing[0]} is not in {genes_tsv}")
+        genes = genes.loc[gid]
+        self.gene_id = gid
+        self.chrom = genes["chrom"].to_numpy()
+        self.split = genes["split"].to_numpy()
+        self.target = genes["target"].to_numpy(np.float32)  # NaN for a cell line without expression
+        self.features = genes[list(FEATURES)].to_numpy(np.float32)
+        return genes
+
+    def _channel_map(self, track_names: list[str], has_hic: bool) -> list[tuple[str, str]]:
+        """Per signal: ("track", name) or ("hic", name), in model order."""
+        out = []
+        for name in self.signal_names:
+            if name in track_names:
+                out.append(("track", name))
+            elif has_hic:
+                out.append(("hic", name))
+            else:
+                raise DataError(f"cell line {self.cell}: signal {name!r} is neither a track ({track_names}) nor Hi-C")
+        return out
+
+    @classmethod
+    def from_store(cls, cell: str, genes_tsv: str, genome: list[str], store: list[str], signals: list[str],
+                   length: int) -> "CellData":
+        """Longer inputs: the genome store (results/store/genome/{chrom}.npy) and the cell line's track and
+        long Hi-C stores (results/store/{cell}/{chrom}.tracks.npy, .hic.npz), sliced per batch."""
+        from .genes import read_gene_table
+        from .store import GenomeStore, StoreSource
+
+        self = cls.__new__(cls)
+        self.cell, self.length, self.signal_names, self.intervals = cell, int(length), list(signals), {}
+        chroms = [Path(p).name.removesuffix(".npy") for p in genome]
+        tracks = {Path(p).name.removesuffix(".tracks.npy"): p for p in store if p.endswith(".tracks.npy")}
+        hic = {Path(p).name.removesuffix(".hic.npz"): p for p in store if p.endswith(".hic.npz")}
+        table = read_gene_table(genes_tsv)
+        table = table[table["chrom"].isin(chroms)]
+        order = {c: i for i, c in enumerate(chroms)}
+        table = table.assign(_o=table["chrom"].map(order)).sort_values(["_o", "tss"], kind="stable")
+        self._genes(genes_tsv, table["gene_id"].to_numpy(str), str(genes_tsv))
+        self.tss = table["tss"].to_numpy(np.int64)
+        first = next(iter(tracks.values()), None)
+        stored = [t["name"] for t in json.loads(Path(first.removesuffix(".npy") + ".json").read_text())["tracks"]] \
+            if first else []
+        self._channels = self._channel_map(stored, bool(hic))
+        names = [n for kind, n in self._channels if kind == "track"]
+        self.store = StoreSource(GenomeStore({c: p for c, p in zip(chroms, genome)}), tracks if names else None,
+                                 hic or None, track_names=names)
+        if self.store.hic_window and self.length > self.store.hic_window:
+            raise DataError(f"input length {self.length} is longer than the Hi-C store's {self.store.hic_window} "
+                            f"({cell}; preprocess.store_length)")
+        return self
 
     @classmethod
     def from_inputs(cls, cell: str, inputs: dict, spec, arch: dict) -> "CellData":
         """The data of one cell line for one run, from the files the plan names by role
         (prism.plan.Plan.data_inputs: genes, shards or store, and the extra inputs of the architecture)."""
-        if "shards" not in inputs:
-            raise DataError(f"cell line {cell}: no shards among the inputs ({', '.join(inputs)})")
-        data = cls(cell, inputs["genes"][0], inputs["shards"], list(spec.signals), spec.length)
+        from .store import read_bed_intervals
+
+        if "shards" in inputs:
+            data = cls(cell, inputs["genes"][0], inputs["shards"], list(spec.signals), spec.length)
+        elif "store" in inputs:
+            data = cls.from_store(cell, inputs["genes"][0], inputs["genome"], inputs["store"], list(spec.signals),
+                                  spec.length)
+        else:
+            raise DataError(f"cell line {cell}: neither shards nor a store among the inputs ({', '.join(inputs)})")
+        for name in ("blacklist", "peaks"):
+            if name in inputs:
+                data.intervals[name] = read_bed_intervals(inputs[name][0])
         return data
 
     def __len__(self) -> int:
@@ -92,23 +144,41 @@ class CellData:
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
 
+    def _window(self, idx: np.ndarray):
+        """(sequence codes (B, L), {track name: (B, L)}, Hi-C per base (B, L) or None) of rows idx."""
+        if self.store is None:
+            codes = self.seq[idx]
+            tracks = {n: self.tracks[idx, i] for i, n in enumerate(n for k, n in self._channels if k == "track")}
+            bins, offsets, res, window = self.hic[idx] if self.hic.shape[1] else None, self.hic_offsets, \
+                self.hic_resolution, self.window
+        else:
+            got = self.store.fetch(self.chrom[idx], self.tss[idx], self.length)
+            codes = got.seq
+            tracks = {n: got.tracks[:, i] for i, n in enumerate(self.store.track_names)}
+            bins, offsets, res, window = (got.hic if got.hic.shape[1] else None), self.store.hic_offsets, \
+                self.store.hic_resolution, self.store.hic_window
+        need_hic = any(k == "hic" for k, _ in self._channels)
+        hic = shards.expand_hic(bins, offsets, res, self.tss[idx], window, self.length) \
+            if need_hic and bins is not None else None
+        return codes, tracks, hic
+
     def batch(self, idx) -> Batch:
         idx = np.asarray(idx)
-        seq = torch.from_numpy(shards.one_hot(self.seq[idx]))  # (B, L, 4)
-        chans = []
-        hic = None
-        for kind, i in self._channels:
-            if kind == "track":
-                chans.append(self.tracks[idx, i])
-            else:
-                if hic is None:
-                    hic = shards.expand_hic(self.hic[idx], self.hic_offsets, self.hic_resolution,
-                                            self.tss[idx], self.window, self.length)
-                chans.append(hic)
+        codes, tracks, hic = self._window(idx)
+        seq = torch.from_numpy(shards.one_hot(codes))  # (B, L, 4)
+        chans = [tracks[n] if kind == "track" else hic for kind, n in self._channels]
         signals = (torch.from_numpy(np.stack(chans, 1).astype(np.float32, copy=False)) if chans
                    else torch.zeros(len(idx), 0, self.length))  # (B, C, L)
+        extra = {}
+        if self.intervals:
+            from .store import batch_interval_mask
+
+            starts = self.tss[idx] - self.length // 2
+            for name, by_chrom in self.intervals.items():
+                mask = batch_interval_mask(by_chrom, self.chrom[idx], starts, self.length)  # (B, L) bool
+                extra[name] = torch.from_numpy(mask if name == "blacklist" else mask.astype(np.float32))
         return Batch(seq, signals, torch.from_numpy(self.features[idx]), torch.from_numpy(self.target[idx]),
-                     torch.from_numpy(idx.astype(np.int64)))
+                     torch.from_numpy(idx.astype(np.int64)), extra)
 
 
 class GeneIndex(torch.utils.data.Dataset):

@@ -626,12 +626,10 @@ class Plan:
                                   "ENCODE blacklist: add assets.blacklist")
             if self.architectures[run.model.arch].get("released"):
                 self.released_checkpoint(run)
-            if run.model.length > self.window and not self.long_inputs_possible():
-                raise ConfigError(f"run {run.path} needs input length {run.model.length} > preprocess.window "
-                                  f"{self.window}, and preprocess.long_inputs is off")
-
-    def long_inputs_possible(self) -> bool:
-        return bool(self.config.get("preprocess", {}).get("long_inputs", True))
+            store = int(self.config.get("preprocess", {}).get("store_length", 200000))
+            if run.model.length > max(self.window, store):
+                raise ConfigError(f"run {run.path} needs input length {run.model.length}, longer than "
+                                  f"preprocess.window {self.window} and preprocess.store_length {store}")
 
     def dnase_signal(self, cell: str) -> str | None:
         p = self.bigwig_tracks(cell).get("dnase")
@@ -860,20 +858,6 @@ class Plan:
         """Inputs longer than the shards' window are served from the base-resolution store."""
         return spec.length > self.window
 
-    def long_length(self, cell: str) -> int:
-        """The longest input any run (or evaluation) of a cell line reads from the store (its Hi-C reach)."""
-        if not hasattr(self, "_long_lengths"):
-            out: dict[str, int] = {}
-            for r in self.runs():
-                if self.uses_store(r.model):
-                    for c in set(r.cells) | {c for c, _ in self.tests.get(r.path, [])}:
-                        out[c] = max(out.get(c, 0), r.model.length)
-            for c, r in self.predictions:
-                if self.uses_store(r.model):
-                    out[c] = max(out.get(c, 0), r.model.length)
-            self._long_lengths = out
-        return self._long_lengths.get(cell, self.window)
-
     def data_inputs(self, cell: str, spec: ModelSpec) -> dict[str, list[str]]:
         """The files a run of ``spec`` reads for one cell line, by role."""
         kind = self.kind_of(spec.arch)
@@ -884,8 +868,8 @@ class Plan:
             out["genome"] = [f"results/store/genome/{c}.npy" for c in self.chromosomes]
         elif self.uses_store(spec):
             out["genome"] = [f"results/store/genome/{c}.npy" for c in self.chromosomes]
-            out["store"] = [f"results/store/{cell}/{c}.{part}" for c in self.chromosomes
-                            for part in ("tracks.npy", "tracks.json", "hic.npz")]
+            parts = ("tracks.npy", "tracks.json") + (("hic.npz",) if self.hic(cell) else ())
+            out["store"] = [f"results/store/{cell}/{c}.{part}" for c in self.chromosomes for part in parts]
         else:
             out["shards"] = [f"results/shards/{cell}/{c}.npz" for c in self.chromosomes]
         if "blacklist" in kind.inputs_for(hp):

@@ -95,12 +95,27 @@ def shard_params(wildcards):
     }
 
 
-def store_genome_outputs():
-    return [f"results/store/genome/{c}.npy" for c in PLAN.chromosomes]
+def store_track_inputs(wildcards):
+    return {
+        "fai": "results/genome/hg38.ml.fa.fai",
+        "tracks": [path for path, kind in PLAN.tracks(wildcards.cell).values()],
+    }
 
 
-def store_params(wildcards):
-    return {**shard_params(wildcards), "length": PLAN.long_length(wildcards.cell)}
+def store_track_params(wildcards):
+    return PLAN.tracks(wildcards.cell)
+
+
+def store_hic_inputs(wildcards):
+    return {
+        "genes": f"results/genes/{wildcards.cell}.tsv",
+        "fai": "results/genome/hg38.ml.fa.fai",
+        "hic": PLAN.hic(wildcards.cell),
+    }
+
+
+def store_hic_params(wildcards):
+    return {**shard_params(wildcards)["hic"], "length": config["preprocess"]["store_length"]}
 
 
 # ---------------------------------------------------------------- training and evaluation

@@ -69,33 +69,47 @@ rule store_genome:
         fasta="results/genome/hg38.ml.fa",
         fai="results/genome/hg38.ml.fa.fai",
     output:
-        store_genome_outputs(),
+        "results/store/genome/{chrom}.npy",
     log:
-        "results/logs/store/genome.log",
+        "results/logs/store/genome/{chrom}.log",
     benchmark:
-        "results/benchmarks/store/genome.tsv"
+        "results/benchmarks/store/genome/{chrom}.tsv"
     conda:
         "../envs/data.yaml"
-    params:
-        chromosomes=PLAN.chromosomes,
     script:
         "../scripts/store_genome.py"
 
 
 rule store_tracks:
     input:
-        unpack(shard_inputs),
+        unpack(store_track_inputs),
     output:
         tracks="results/store/{cell}/{chrom}.tracks.npy",
         meta="results/store/{cell}/{chrom}.tracks.json",
-        hic="results/store/{cell}/{chrom}.hic.npz",
     log:
-        "results/logs/store/{cell}/{chrom}.log",
+        "results/logs/store/{cell}/{chrom}.tracks.log",
     benchmark:
-        "results/benchmarks/store/{cell}/{chrom}.tsv"
+        "results/benchmarks/store/{cell}/{chrom}.tracks.tsv"
     conda:
         "../envs/data.yaml"
     params:
-        spec=store_params,
+        tracks=store_track_params,
     script:
         "../scripts/store_tracks.py"
+
+
+rule store_hic:
+    input:
+        unpack(store_hic_inputs),
+    output:
+        "results/store/{cell}/{chrom}.hic.npz",
+    log:
+        "results/logs/store/{cell}/{chrom}.hic.log",
+    benchmark:
+        "results/benchmarks/store/{cell}/{chrom}.hic.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=store_hic_params,
+    script:
+        "../scripts/store_hic.py"
