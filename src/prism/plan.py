@@ -881,19 +881,47 @@ class Plan:
             out["pretrained"] = self.weights_files(pre)
         return out
 
-    def run_inputs(self, run: Run) -> dict[str, list[str]]:
+    #: per-chromosome files a job depends on through one gathered list (few DAG edges: fast dry runs)
+    GATHERED = ("shards", "store", "genome")
+
+    def gathered(self, folder: str) -> list[str]:
+        """The per-chromosome files of one folder (shards/<cell>, store/<cell>, store/genome)."""
+        if folder == "store/genome":
+            return [f"results/store/genome/{c}.npy" for c in self.chromosomes]
+        kind, _, cell = folder.partition("/")
+        if kind == "shards":
+            return [f"results/shards/{cell}/{c}.npz" for c in self.chromosomes]
+        parts = ("tracks.npy", "tracks.json") + (("hic.npz",) if self.hic(cell) else ())
+        return [f"results/store/{cell}/{c}.{part}" for c in self.chromosomes for part in parts]
+
+    def gathered_folders(self) -> list[str]:
+        return ["store/genome"] + [f"{k}/{c}" for k in ("shards", "store") for c in self.cells]
+
+    def data_deps(self, cell: str, spec: ModelSpec) -> dict[str, list[str]]:
+        """What a job on one cell line's data depends on: like :meth:`data_inputs`, with per-chromosome
+        files replaced by their folder's gathered list (results/<folder>/inputs.json)."""
+        out = {}
+        for role, paths in self.data_inputs(cell, spec).items():
+            if role in self.GATHERED:
+                folder = "store/genome" if role == "genome" else f"{role}/{cell}"
+                out[role] = [f"results/{folder}/inputs.json"]
+            else:
+                out[role] = paths
+        return out
+
+    def _merge_deps(self, pairs) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for c in run.cells:
-            for k, v in self.data_inputs(c, run.model).items():
+        for cell, spec in pairs:
+            for k, v in self.data_deps(cell, spec).items():
                 out.setdefault(k, []).extend(p for p in v if p not in out.get(k, []))
         return out
 
+    def run_inputs(self, run: Run) -> dict[str, list[str]]:
+        return self._merge_deps((c, run.model) for c in run.cells)
+
     def eval_inputs(self, run: Run) -> dict[str, list[str]]:
-        out = {"model": [f"{run.path}/model.pt"]}
-        for cell, _ in self.tests.get(run.path, []):
-            for k, v in self.data_inputs(cell, run.model).items():
-                out.setdefault(k, []).extend(p for p in v if p not in out.get(k, []))
-        return out
+        return {"model": [f"{run.path}/model.pt"],
+                **self._merge_deps((cell, run.model) for cell, _ in self.tests.get(run.path, []))}
 
     def weights_files(self, name: str) -> list[str]:
         w = self.config["weights"][name]
@@ -908,6 +936,18 @@ class Plan:
             raise ConfigError(f"run {run.path}: weights.{name} has no checkpoint for {run.cells_id} seed {run.seed} "
                               f"(it has {', '.join(f'{c} seed {s}' for c, s in have) or 'none'})")
         return self._released[key]
+
+
+def write_gathered(paths: list[str], out) -> None:
+    """results/<folder>/inputs.json: the gathered files with their sizes and modification times, so that
+    it changes (and its dependants rerun) whenever one of them is rebuilt."""
+    import json
+
+    doc = {"files": {p: {"size": os.path.getsize(p), "mtime_ns": os.stat(p).st_mtime_ns} for p in paths}}
+    tmp = f"{out}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1)
+    os.replace(tmp, out)
 
 
 def wildcard_pattern(values) -> str:

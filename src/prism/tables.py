@@ -226,6 +226,7 @@ def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_o
     shown = [m for m in SHOWN if m in set(summary["metric"])]
     grid = Grid(spec["title"], ["", ""] + [f"{c} {LABELS[m]}" for c in cells for m in shown])
     by = summary.set_index(["group", "row", "cell", "metric"])
+    differ: dict[str, list[str]] = {}  # how the paper trained a same-label row differently -> our rows
     for (group, label) in dict.fromkeys(zip(summary["group"], summary["row"])):
         name = f"{group}: {label}" if group else label
         ours, theirs = [], []
@@ -239,7 +240,11 @@ def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_o
         if any(theirs):
             grid.add("paper", ["", "paper"] + theirs)
         if notes[(group, label)]:
-            grid.notes.append(f"{name}: {notes[(group, label)]}.")
+            how = notes[(group, label)].split(": ", 1)[1]  # the differences, without the row's label
+            differ.setdefault(how, []).append(name)
+    for how, names in differ.items():
+        grid.notes.append(f"{', '.join(names)}: the paper's row{'s' if len(names) > 1 else ''} of the same "
+                          f"label {'were' if len(names) > 1 else 'was'} trained differently: {how}.")
     cited_elsewhere = []
     for r in rows_paper.unused():
         vals = [_fmt(*rows_paper.value(r, c, m)) for c in cells for m in shown]

@@ -33,6 +33,7 @@ wildcard_constraints:
     cells=r"[A-Za-z0-9_.+-]+",
     model=r"([a-z][a-z0-9.-]*_)?L\d+_[A-Za-z0-9.+_-]+",
     figure=wildcard_pattern(PLAN.figures) or "no-figure",
+    folder=wildcard_pattern(PLAN.gathered_folders()),
 
 
 def _run(wildcards):
@@ -118,6 +119,10 @@ def store_hic_params(wildcards):
     return {**shard_params(wildcards)["hic"], "length": config["preprocess"]["store_length"]}
 
 
+def gathered_inputs(wildcards):
+    return PLAN.gathered(wildcards.folder)
+
+
 # ---------------------------------------------------------------- training and evaluation
 def train_inputs(wildcards):
     return PLAN.run_inputs(_run(wildcards))
@@ -158,7 +163,7 @@ def eval_params(wildcards):
 
 def weights_inputs(wildcards):
     run = _run(wildcards)
-    return {"model": [f"{run.path}/model.pt"], **PLAN.data_inputs(wildcards.cell, run.model)}
+    return {"model": [f"{run.path}/model.pt"], **PLAN.data_deps(wildcards.cell, run.model)}
 
 
 def weights_params(wildcards):

@@ -113,3 +113,17 @@ rule store_hic:
         spec=store_hic_params,
     script:
         "../scripts/store_hic.py"
+
+
+rule gather:
+    input:
+        gathered_inputs,
+    output:
+        "results/{folder}/inputs.json",
+    log:
+        "results/logs/gather/{folder}.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../scripts/gather.py"
