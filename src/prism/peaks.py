@@ -11,8 +11,11 @@ Parameter choice (:data:`CUTOFF`, :data:`MIN_LENGTH`, :data:`MAX_GAP`): neither 
 loader reads finished ``peaks_{chrom}.macs3_peaks.narrowPeak`` files, their options unpublished)
 nor EPInformer (ABC's MACS2 peaks on reads) states options for a signal track, so:
 
-- ``cutoff = 2.0``: the tracks are fold change over control, so this keeps bases with at least
-  two-fold DNase enrichment (MACS3's own default of 5 is meant for -log10 p-value tracks);
+- ``cutoff = 2.0``: on a fold-change-over-control track (the output type the demo's DNase bigWigs
+  declare) this keeps bases with at least two-fold DNase enrichment; MACS3's own default of 5 is
+  meant for -log10 p-value tracks. A track of another output type (e.g. ENCODE's "read-depth
+  normalized signal") needs its own cutoff: ``macs3 bdgpeakcall --cutoff-analysis`` tabulates
+  peak counts per cutoff;
 - ``min_length = 200`` and ``max_gap = 30``: MACS3's defaults (about one nucleosome-free DNase
   fragment, and one read length).
 
