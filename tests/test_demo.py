@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyBigWig
 import pyfaidx
+import pytest
 
 from prism import demo
 
@@ -122,3 +123,83 @@ def test_synthA_footprint_bigbed(demo_mirror):
     entries = bb.entries("chr22", 0, demo_mirror["chromosomes"]["chr22"])
     assert entries[0][:2] == (0, entries[0][1]) and all(8 <= e - s <= 30 for s, e, _ in entries)
     assert "footprints" not in demo_mirror["cells"]["synthB"]
+
+
+ABC_COLUMNS = [
+    "chr", "start", "end", "name", "class", "normalized_dhs", "normalized_h3K27ac", "activity_base", "DHS.RPM",
+    "DHS.RPM.quantile", "H3K27ac.RPM", "H3K27ac.RPM.quantile", "TargetGene", "TargetGeneTSS", "TargetGeneExpression",
+    "TargetGenePromoterActivityQuantile", "TargetGeneIsExpressed", "Gene.DHS.RPM", "Gene.DHS.RPM.quantile",
+    "Gene.H3K27ac.RPM", "Gene.H3K27ac.RPM.quantile", "Gene.H3K27ac.RPM.TSS1Kb", "Gene.H3K27ac.RPM.quantile.TSS1Kb",
+    "Gene.DHS.RPM.TSS1Kb", "Gene.DHS.RPM.quantile.TSS1Kb", "distance", "isSelfPromoter", "powerlaw_contact",
+    "powerlaw_contact_reference", "hic_contact", "hic_contact_pl_scaled", "hic_pseudocount",
+    "hic_contact_pl_scaled_adj", "ABC.Score.Numerator", "ABC.Score", "powerlaw.Score.Numerator", "powerlaw.Score",
+    "CellType",
+]
+
+
+def _abc(demo_mirror, cell):
+    import gzip
+    import io
+    import zipfile
+
+    entry = demo_mirror["cells"][cell]
+    with zipfile.ZipFile(entry["abc_zip"]) as zf:
+        infos = zf.infolist()
+        genelist = zf.read(entry["abc_members"]["genelist"])
+        raw = zf.read(entry["abc_members"]["predictions"])
+    return infos, genelist, raw, pd.read_csv(io.BytesIO(gzip.decompress(raw)), sep="\t")
+
+
+def test_abc_zips_are_laid_out_as_zenodo_record_12738705(demo_mirror):
+    """synthA/B: ``<run>.zip`` holding ``<run>/DNase_<acc>_Neighborhoods/GeneList.txt`` and
+    ``<run>/Gene-enhancer links/EnhancerPredictionsAllPutative.txt.gz`` (ABC v0.2 columns), as the K562 one."""
+    root = Path(demo_mirror["root"])
+    for cell in ("synthA", "synthB"):
+        entry = demo_mirror["cells"][cell]
+        run = f"{cell}_DNase_{entry['dnase']['accession']}_hic_{entry['hic']['accession']}_1MB_ABC_nominated"
+        assert Path(entry["abc_zip"]) == root / "zenodo/records/12738705/files" / f"{run}.zip"
+        assert entry["abc_members"] == {
+            "genelist": f"{run}/DNase_{entry['dnase']['accession']}_Neighborhoods/GeneList.txt",
+            "predictions": f"{run}/Gene-enhancer links/EnhancerPredictionsAllPutative.txt.gz",
+        }
+        infos, genelist, raw, table = _abc(demo_mirror, cell)
+        assert [i.filename for i in infos] == [
+            f"{run}/", f"{run}/DNase_{entry['dnase']['accession']}_Neighborhoods/", entry["abc_members"]["genelist"],
+            f"{run}/Gene-enhancer links/", entry["abc_members"]["predictions"], f"__MACOSX/._{run}",
+        ]
+        assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in infos)
+        assert genelist == Path(entry["genelist"]).read_bytes()  # the same GeneList as the plain one
+        assert raw[:2] == b"\x1f\x8b" and list(table.columns) == ABC_COLUMNS
+        assert (table["CellType"] == cell).all() and table["TargetGeneIsExpressed"].all()
+    assert demo_mirror["cells"]["synthC"]["abc_zip"] is None and demo_mirror["cells"]["synthC"]["abc_members"] is None
+
+
+def test_abc_predictions_follow_the_planted_signals(demo_mirror):
+    hl = pd.read_csv(demo_mirror["halflife_csv"])
+    for cell, key in (("synthA", "gene_id"), ("synthB", "Gene name")):  # synthB is keyed by gene symbol
+        _, _, _, t = _abc(demo_mirror, cell)
+        tss = dict(zip(hl[key], hl["TSS"]))
+        assert t["TargetGene"].isin(tss).all() and (t["TargetGeneTSS"] == t["TargetGene"].map(tss)).all()
+        assert 0.3 < t["TargetGene"].nunique() / len(hl) < 0.7  # only genes ABC calls expressed (quantile >= 0.4)
+        assert (t["TargetGenePromoterActivityQuantile"] >= 0.4).all()
+        np.testing.assert_allclose(t["distance"], np.abs((t["start"] + t["end"]) / 2 - t["TargetGeneTSS"]), atol=1e-6)
+        assert t["distance"].max() < 110_000 and (t["end"] - t["start"] <= 500).all()
+        np.testing.assert_allclose(t["activity_base"], np.sqrt(t["DHS.RPM"] * t["H3K27ac.RPM"]), rtol=1e-5, atol=1e-6)
+        # *.RPM = 3 x the bigWig's fold change summed over the region / 1000 (the GeneList's scale)
+        bws = {m: pyBigWig.open(demo_mirror["cells"][cell][m]["path"]) for m in ("dnase", "h3k27ac")}
+        for _, r in t.sample(20, random_state=0).iterrows():
+            for m, col in (("dnase", "DHS.RPM"), ("h3k27ac", "H3K27ac.RPM")):
+                total = np.nan_to_num(bws[m].values(r["chr"], r["start"], r["end"], numpy=True)).sum()
+                assert r[col] == pytest.approx(3 * total / 1000, rel=1e-4, abs=1e-5)
+        # promoters (planted DNase peaks) are more accessible than the background
+        assert t.loc[t["class"] == "promoter", "DHS.RPM"].median() > 1.5 * t["DHS.RPM"].quantile(0.05)
+        # ABC scores: a distribution over each gene's elements; genes failing the Hi-C QC have NaN
+        ok = t.dropna(subset=["ABC.Score"])
+        np.testing.assert_allclose(ok.groupby("TargetGene")["ABC.Score"].sum(), 1.0, rtol=1e-4)
+        failed = t.groupby("TargetGene")["hic_contact"].apply(lambda s: s.isna().all())
+        assert failed.sum() >= 1 and t[t["TargetGene"].isin(failed.index[failed])]["ABC.Score"].isna().all()
+        # contact decays with distance, as the planted power law
+        near = t.loc[t["distance"] < 10_000, "hic_contact"].median()
+        far = t.loc[t["distance"] > 80_000, "hic_contact"].median()
+        assert near > 3 * far > 0
+        assert t["isSelfPromoter"].sum() == t["TargetGene"].nunique()

@@ -18,7 +18,11 @@ The planted biology, per cell line c and gene g (expression on the log10(CAGE + 
   contacts of every bin in the domain.
 
 The half-life features are noise (no planted effect). synthA and synthB take expression from
-the Xpresso-style CSV and promoter activity from an ABC GeneList; synthC is the cell line added
+the Xpresso-style CSV and promoter activity from an ABC GeneList; each also has an ABC run as a
+zip laid out as Zenodo record 12738705's (the GeneList and an EnhancerPredictionsAllPutative
+table whose elements are the planted promoter and distal peaks, see :func:`_abc_predictions`;
+synthA's keyed by Ensembl ID as the real K562 / GM12878 runs, synthB's by gene symbol as
+Seq2Exp's H1 run). synthC is the cell line added
 through config alone: expression from a FANTOM5-style CAGE bigWig, promoter activity derived
 from its bigWigs. synthC's DNase bigWig and .hic name chromosomes Ensembl-style (``1``, ``X``)
 to exercise the ``1`` vs ``chr1`` mapping.
@@ -31,7 +35,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +113,9 @@ def write_mirror(
     ``manifest`` (paths as str), ``chromosomes`` {name: length}, ``motif``, ``n_genes``
     {split: count}, and ``cells`` {cell: {"h3k27ac"/"dnase"/"hic": {"accession", "path",
     "md5", "file_size"}, "genelist": path or None, "cage_bigwig": path or None,
-    "expression_column": str or None}}; synthA's entry also has "footprints" (a bigBed, same record). ``MANIFEST.json`` lists every file with md5 and size.
+    "expression_column": str or None, "abc_zip": path or None, "abc_members": {"genelist",
+    "predictions"} (paths inside the zip) or None}}; synthA's entry also has "footprints" (a bigBed,
+    same record). ``MANIFEST.json`` lists every file with md5 and size.
     """
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -138,7 +146,7 @@ def write_mirror(
         crng = np.random.default_rng([seed, 1000 + ci])
         state = _cell_state(crng, genes, n_runs)
         expr_table[cell] = state["cage"]
-        entry = {"genelist": None, "cage_bigwig": None, "expression_column": None}
+        entry = {"genelist": None, "cage_bigwig": None, "expression_column": None, "abc_zip": None, "abc_members": None}
         ensembl_names = cell not in CSV_CELLS  # the config-only cell uses "1", "X" in some files
         for j, (mark, signal) in enumerate((("h3k27ac", state["h3k27ac"]), ("dnase", state["dnase"]))):
             acc = f"ENCFFSY{letter}{j + 1:03d}"
@@ -201,6 +209,9 @@ def write_mirror(
         if cell in CSV_CELLS:
             entry["genelist"] = str(_write_genelist(root / "abc" / cell / "GeneList.txt", genes, state))
             entry["expression_column"] = expression_column(cell)
+            # keyed as the real K562 / GM12878 runs (Ensembl IDs) for synthA, by gene symbol for synthB
+            target = "gene_id" if cell == CSV_CELLS[0] else "gene_name"
+            entry.update(_write_abc_zip(root, cell, genes, state, entry, target))
         else:
             path = root / "fantom5" / f"{cell}_CAGE.bw"
             _write_cage_bigwig(path, genes, state["cage"])
@@ -368,8 +379,10 @@ def _cell_state(rng, genes: pd.DataFrame, n_runs) -> dict:
             x = centre[lo:hi] - t
             dnase[lo:hi] += 3.0 * (0.3 * ag + zg) * np.exp(-0.5 * (x / 150.0) ** 2)
         # distal enhancer-like peaks with no effect on expression
+        state.setdefault("distal", {})[chrom] = distal = []  # their centre steps, for the ABC table
         for _ in range(size // 20_000):
             c = rng.integers(0, nstep)
+            distal.append(int(c))
             lo, hi = max(0, c - 40), min(nstep, c + 40)
             bump = np.exp(-0.5 * ((np.arange(lo, hi) - c) / 10.0) ** 2)
             k27[lo:hi] += 4.0 * rng.random() * bump
@@ -689,13 +702,18 @@ def _write_hic(path: Path, pixels: dict, *, rename: bool = False) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _write_genelist(path: Path, genes: pd.DataFrame, state: dict) -> Path:
-    """ABC GeneList.txt: gene body from a random length, RPM-like promoter H3K27ac and DHS."""
+def _gene_bodies(genes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) of each gene body: 5-65 kb from the TSS downstream on the gene's strand."""
     lengths = 5000 + (np.arange(len(genes)) * 7919) % 60000
     plus = (genes["strand"] == "+").to_numpy()
     tss = genes["tss"].to_numpy()
-    start = np.where(plus, tss, np.maximum(tss - lengths, 0))
-    end = np.where(plus, tss + lengths, tss + 1)
+    return np.where(plus, tss, np.maximum(tss - lengths, 0)), np.where(plus, tss + lengths, tss + 1)
+
+
+def _genelist_text(genes: pd.DataFrame, state: dict) -> str:
+    """ABC GeneList.txt: gene body from a random length, RPM-like promoter H3K27ac and DHS."""
+    tss = genes["tss"].to_numpy()
+    start, end = _gene_bodies(genes)
     df = pd.DataFrame(
         {
             "chr": genes["chrom"],
@@ -710,8 +728,209 @@ def _write_genelist(path: Path, genes: pd.DataFrame, state: dict) -> Path:
             "DHS.RPM.TSS1Kb": np.round(_RPM_PER_FOLD * state["dnase_tss_mean"], 4),
         }
     )
-    _atomic_text(path, df.to_csv(sep="\t", index=False, lineterminator="\n", float_format="%.4f"))
+    return df.to_csv(sep="\t", index=False, lineterminator="\n", float_format="%.4f")
+
+
+def _write_genelist(path: Path, genes: pd.DataFrame, state: dict) -> Path:
+    _atomic_text(path, _genelist_text(genes, state))
     return path
+
+
+#: Zenodo record of the ABC runs (EPInformer's data); the demo's zips sit at the same relative path
+ABC_RECORD = "zenodo/records/12738705/files"
+#: element-gene pairs the demo's ABC table lists: within this distance of the TSS (the real runs
+#: use a 5 Mb window; 110 kb keeps the mirror small and still reaches past EPInformer's 100 kb)
+ABC_WINDOW = 110_000
+#: half-width of an ABC candidate region around a DNase summit (ABC: 500 bp regions)
+_ABC_HALF = 250
+#: ABC calls a gene expressed, without expression data, from its promoter activity quantile
+_ABC_EXPRESSED_QUANTILE = 0.4
+#: AppleDouble stub that macOS's zip adds under __MACOSX/ (the real ABC zips carry one)
+_APPLEDOUBLE = bytes.fromhex("00051607") + bytes.fromhex("00020000") + b"Mac OS X        " + bytes(2)
+
+
+def abc_run_name(cell: str, dnase_accession: str, hic_accession: str) -> str:
+    """Top folder (and zip name) of a cell's ABC run, as Zenodo record 12738705 names them."""
+    return f"{cell}_DNase_{dnase_accession}_hic_{hic_accession}_1MB_ABC_nominated"
+
+
+def _write_abc_zip(root: Path, cell: str, genes: pd.DataFrame, state: dict, entry: dict, target: str) -> dict:
+    """The cell's ABC run as a zip laid out as Zenodo record 12738705's.
+
+    Members: ``<run>/DNase_<acc>_Neighborhoods/GeneList.txt`` (the same bytes as the plain GeneList),
+    ``<run>/Gene-enhancer links/EnhancerPredictionsAllPutative.txt.gz`` (ABC v0.2's columns, expressed
+    genes only, TargetGene = the genes' `target` column) and the ``__MACOSX/._<run>`` stub, plus
+    directory entries; fixed timestamps, so the bytes are deterministic.
+    Returns {"abc_zip": path, "abc_members": {"genelist", "predictions"}}.
+    """
+    run = abc_run_name(cell, entry["dnase"]["accession"], entry["hic"]["accession"])
+    genelist = f"{run}/DNase_{entry['dnase']['accession']}_Neighborhoods/GeneList.txt"
+    predictions = f"{run}/Gene-enhancer links/EnhancerPredictionsAllPutative.txt.gz"
+    table = _abc_predictions(cell, genes, state, target)
+    text = _tsv_text(table)
+    members = [
+        (f"{run}/", None),
+        (f"{run}/DNase_{entry['dnase']['accession']}_Neighborhoods/", None),
+        (genelist, _genelist_text(genes, state).encode()),
+        (f"{run}/Gene-enhancer links/", None),
+        (predictions, gzip.compress(text.encode(), compresslevel=6, mtime=0)),
+        (f"__MACOSX/._{run}", _APPLEDOUBLE),
+    ]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3  # unix
+            if data is None:
+                info.external_attr = (0o40755 << 16) | 0x10
+                zf.writestr(info, b"")
+            else:
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, data)
+    path = root / ABC_RECORD / f"{run}.zip"
+    _atomic_bytes(path, buf.getvalue())
+    return {"abc_zip": str(path), "abc_members": {"genelist": genelist, "predictions": predictions}}
+
+
+def _tsv_text(df: pd.DataFrame) -> str:
+    """The bytes ``df.to_csv(sep="\\t", float_format="%.6f", na_rep="NaN")`` writes (ABC's format), 4x faster:
+    one %-format per row instead of one formatter call per value."""
+    fmt = "\t".join("%.6f" if df[c].dtype.kind == "f" else "%s" for c in df.columns) + "\n"
+    body = "".join(fmt % row for row in zip(*(df[c].to_numpy().tolist() for c in df.columns)))
+    return "\t".join(df.columns) + "\n" + re.sub(r"(?<=\t)nan(?=[\t\n])", "NaN", body)
+
+
+def _quantile(x: np.ndarray) -> np.ndarray:
+    """Rank quantile in (0, 1] of each value (ties share the highest rank), as ABC's *.quantile columns."""
+    return pd.Series(x).rank(method="max", pct=True).to_numpy()
+
+
+def _abc_predictions(cell: str, genes: pd.DataFrame, state: dict, target: str) -> pd.DataFrame:
+    """EnhancerPredictionsAllPutative rows for the expressed genes, values from the planted signals.
+
+    Candidate regions (ABC: 500 bp around DNase summits, merged, plus promoters): 500 bp at every TSS
+    (class ``promoter``) and at every planted distal peak not overlapping one (``genic`` inside a gene
+    body, else ``intergenic``). *.RPM = 3 x (summed fold change over the region) / 1000, the GeneList's
+    scale; activity_base = sqrt(DHS x H3K27ac); hic_contact = the 5 kb pixel between the TSS's and the
+    region midpoint's bins over the TSS bin's row sum, its own bin taken as the larger neighbour (ABC's
+    diagonal correction), so rows sum to about 1 as KR-normalised ones; then ABC's Hi-C QC, power-law
+    pseudocount and scores (gamma 0.87 both: no rescaling).
+    """
+    from .preprocess import HIC_PSEUDOCOUNT_DISTANCE, powerlaw
+
+    body_start, body_end = _gene_bodies(genes)
+    per_base = {}
+    frames = []
+    for chrom, (size, _, _) in CHROMOSOMES.items():
+        gi = np.flatnonzero((genes["chrom"] == chrom).to_numpy())
+        if len(gi) == 0:
+            continue
+        tss = genes["tss"].to_numpy()[gi]
+        prom = np.column_stack([np.maximum(tss - _ABC_HALF, 0), np.minimum(tss + _ABC_HALF, size)])
+        centre = np.array(state["distal"][chrom], dtype=np.int64) * _STEP + _STEP // 2
+        distal = np.column_stack([np.maximum(centre - _ABC_HALF, 0), np.minimum(centre + _ABC_HALF, size)])
+        kept = []  # distal regions not overlapping a promoter or an earlier region
+        for s, e in distal[np.argsort(distal[:, 0], kind="stable")]:
+            hits_prom = ((prom[:, 0] < e) & (prom[:, 1] > s)).any()
+            if not hits_prom and not any(ks < e and ke > s for ks, ke in kept):
+                kept.append((int(s), int(e)))
+        distal = np.array(kept, dtype=np.int64).reshape(-1, 2)
+        genic = np.array([((body_start[gi] <= s) & (body_end[gi] > s)).any() for s, _ in distal], dtype=bool)
+        regions = np.concatenate([prom, distal])
+        klass = np.array(["promoter"] * len(prom) + np.where(genic, "genic", "intergenic").tolist())
+        order = np.argsort(regions[:, 0], kind="stable")
+        regions, klass = regions[order], klass[order]
+        rpm = {}
+        for mark in ("dnase", "h3k27ac"):
+            if (mark, chrom) not in per_base:
+                per_base[mark, chrom] = np.nan_to_num(np.repeat(state[mark][chrom], _STEP)[:size])
+            csum = np.concatenate([[0.0], np.cumsum(per_base[mark, chrom], dtype=np.float64)])
+            rpm[mark] = _RPM_PER_FOLD * (csum[regions[:, 1]] - csum[regions[:, 0]]) / 1000.0
+        # Hi-C: symmetric count matrix of the planted pixels, diagonal = larger neighbour
+        px = state["hic_pixels"][chrom]
+        nb = -(-size // HIC_RESOLUTION)
+        mat = np.zeros((nb, nb))
+        mat[px["bin1"].to_numpy(), px["bin2"].to_numpy()] = px["count"].to_numpy()
+        mat = np.maximum(mat, mat.T)
+        np.fill_diagonal(mat, 0.0)
+        neighbour = np.maximum(np.r_[mat[np.arange(1, nb), np.arange(0, nb - 1)], 0.0],
+                               np.r_[0.0, mat[np.arange(0, nb - 1), np.arange(1, nb)]])
+        mat[np.arange(nb), np.arange(nb)] = neighbour
+        rowsum = mat.sum(axis=1)
+        mid = (regions[:, 0] + regions[:, 1]) / 2.0
+        dist = np.abs(mid[None, :] - tss[:, None])  # (genes, regions)
+        pg, pr = np.nonzero(dist < ABC_WINDOW)  # pairs, gene-major, regions by start
+        tb, eb = tss[pg] // HIC_RESOLUTION, np.floor(mid[pr] / HIC_RESOLUTION).astype(np.int64)
+        contact = np.divide(mat[tb, eb], rowsum[tb], out=np.zeros(len(pg)), where=rowsum[tb] > 0)
+        names = np.array([f"{k}|{chrom}:{s}-{e}" for k, (s, e) in zip(klass, regions)], dtype=object)
+        frames.append(pd.DataFrame({
+            "chr": chrom, "start": regions[pr, 0], "end": regions[pr, 1], "name": names[pr],
+            "class": klass[pr], "_g": gi[pg], "distance": dist[pg, pr], "hic_contact": contact,
+            "DHS.RPM": rpm["dnase"][pr], "H3K27ac.RPM": rpm["h3k27ac"][pr],
+        }))
+    pred = pd.concat(frames, ignore_index=True)
+    # ABC quantiles are over all candidate regions; each region is counted once
+    region_key = pred["chr"] + ":" + pred["start"].astype(str)
+    first = ~region_key.duplicated()
+    for col in ("DHS.RPM", "H3K27ac.RPM"):
+        q = pd.Series(_quantile(pred.loc[first, col].to_numpy()), index=region_key[first].to_numpy())
+        pred[col + ".quantile"] = region_key.map(q).to_numpy()
+    pred["normalized_dhs"] = pred["DHS.RPM"]
+    pred["normalized_h3K27ac"] = pred["H3K27ac.RPM"]
+    pred["activity_base"] = np.sqrt(pred["normalized_dhs"] * pred["normalized_h3K27ac"])
+
+    g = pred["_g"].to_numpy()
+    prom_h = _RPM_PER_FOLD * state["h3k27ac_tss_mean"]
+    prom_d = _RPM_PER_FOLD * state["dnase_tss_mean"]
+    prom_q = _quantile(np.sqrt(np.round(prom_h, 4) * np.round(prom_d, 4)))
+    body = {}
+    for mark in ("dnase", "h3k27ac"):
+        vals = np.zeros(len(genes))
+        for i, (chrom, s, e) in enumerate(zip(genes["chrom"], body_start, body_end)):
+            vals[i] = _RPM_PER_FOLD * per_base[mark, chrom][s:e].sum() / 1000.0 if (mark, chrom) in per_base else 0.0
+        body[mark] = vals
+    tss_all = genes["tss"].to_numpy()
+    genes_cols = {
+        "TargetGene": genes[target].to_numpy()[g],
+        "TargetGeneTSS": tss_all[g],
+        "TargetGeneExpression": np.nan,
+        "TargetGenePromoterActivityQuantile": prom_q[g],
+        "TargetGeneIsExpressed": prom_q[g] >= _ABC_EXPRESSED_QUANTILE,
+        "Gene.DHS.RPM": body["dnase"][g],
+        "Gene.DHS.RPM.quantile": _quantile(body["dnase"])[g],
+        "Gene.H3K27ac.RPM": body["h3k27ac"][g],
+        "Gene.H3K27ac.RPM.quantile": _quantile(body["h3k27ac"])[g],
+        "Gene.H3K27ac.RPM.TSS1Kb": np.round(prom_h, 4)[g],
+        "Gene.H3K27ac.RPM.quantile.TSS1Kb": _quantile(np.round(prom_h, 4))[g],
+        "Gene.DHS.RPM.TSS1Kb": np.round(prom_d, 4)[g],
+        "Gene.DHS.RPM.quantile.TSS1Kb": _quantile(np.round(prom_d, 4))[g],
+    }
+    for k, v in genes_cols.items():
+        pred[k] = v
+    pred["isSelfPromoter"] = ((pred["class"] == "promoter") & (pred["start"] - 500 < pred["TargetGeneTSS"])
+                              & (pred["end"] + 500 > pred["TargetGeneTSS"]))
+    pred["powerlaw_contact"] = powerlaw(pred["distance"].to_numpy())
+    pred["powerlaw_contact_reference"] = powerlaw(pred["distance"].to_numpy())
+    # ABC's Hi-C QC: a gene whose self-promoter contacts sum below 0.01 gets NaN contacts
+    qc = pred.loc[pred["isSelfPromoter"]].groupby("_g")["hic_contact"].sum()
+    pred.loc[pred["_g"].isin(qc.index[qc < 0.01]), "hic_contact"] = np.nan
+    pred["hic_contact_pl_scaled"] = pred["hic_contact"] * pred["powerlaw_contact_reference"] / pred["powerlaw_contact"]
+    pred["hic_pseudocount"] = np.minimum(pred["powerlaw_contact"], powerlaw(HIC_PSEUDOCOUNT_DISTANCE))
+    pred["hic_contact_pl_scaled_adj"] = pred["hic_contact_pl_scaled"] + pred["hic_pseudocount"]
+    for prefix, contact in (("ABC", "hic_contact_pl_scaled_adj"), ("powerlaw", "powerlaw_contact_reference")):
+        num = pred["activity_base"] * pred[contact]
+        pred[f"{prefix}.Score.Numerator"] = num
+        pred[f"{prefix}.Score"] = num / num.groupby(pred["_g"]).transform("sum")
+    pred["CellType"] = cell
+    pred = pred[pred["TargetGeneIsExpressed"]]
+    pred = pred.sort_values(["_g", "start"], kind="stable")
+    columns = ["chr", "start", "end", "name", "class", "normalized_dhs", "normalized_h3K27ac", "activity_base",
+               "DHS.RPM", "DHS.RPM.quantile", "H3K27ac.RPM", "H3K27ac.RPM.quantile"] + list(genes_cols) + [
+               "distance", "isSelfPromoter", "powerlaw_contact", "powerlaw_contact_reference", "hic_contact",
+               "hic_contact_pl_scaled", "hic_pseudocount", "hic_contact_pl_scaled_adj", "ABC.Score.Numerator",
+               "ABC.Score", "powerlaw.Score.Numerator", "powerlaw.Score", "CellType"]
+    return pred[columns].reset_index(drop=True)
 
 
 def _write_expression_csv(path: Path, genes: pd.DataFrame, cage: dict) -> None:
