@@ -47,7 +47,7 @@ class CellData:
         self.cell = cell
         self.length = int(length)
         self.signal_names = list(signals)
-        self.store = None
+        self.store = self.elements = None
         self.intervals: dict[str, dict] = {}  # extra inputs as intervals per chromosome (blacklist, peaks)
         sh = shards.read_shards(shard_paths)
         gid = np.asarray(sh["gene_id"]).astype(str)
@@ -121,11 +121,35 @@ class CellData:
         return self
 
     @classmethod
+    def from_elements(cls, cell: str, genes_tsv: str, candidates: str, genome: list[str], hp: dict) -> "CellData":
+        """EPInformer's data: per gene the promoter and its candidate enhancers (prism.candidates), their
+        sequences read from the genome store; no TSS window (seq and signals are empty)."""
+        from .candidates import ElementBatcher
+        from .genes import read_gene_table
+        from .store import GenomeStore
+
+        self = cls.__new__(cls)
+        self.cell, self.length, self.signal_names, self.intervals, self.store = cell, 0, [], {}, None
+        chroms = [Path(p).name.removesuffix(".npy") for p in genome]
+        table = read_gene_table(genes_tsv)
+        table = table[table["chrom"].isin(chroms)]
+        self._genes(genes_tsv, table["gene_id"].to_numpy(str), str(genes_tsv))
+        self.tss = table["tss"].to_numpy(np.int64)
+        self._channels = []
+        codes = GenomeStore({c: p for c, p in zip(chroms, genome)}).read_codes
+        self.elements = ElementBatcher(candidates, table, codes, n_elements=hp.get("n_elements", 60),
+                                       element_length=hp.get("element_length", 2000))
+        return self
+
+    @classmethod
     def from_inputs(cls, cell: str, inputs: dict, spec, arch: dict) -> "CellData":
         """The data of one cell line for one run, from the files the plan names by role
         (prism.plan.Plan.data_inputs: genes, shards or store, and the extra inputs of the architecture)."""
         from .store import read_bed_intervals
 
+        if "candidates" in inputs:
+            return cls.from_elements(cell, inputs["genes"][0], inputs["candidates"][0], inputs["genome"],
+                                     arch["model"])
         if "shards" in inputs:
             data = cls(cell, inputs["genes"][0], inputs["shards"], list(spec.signals), spec.length)
         elif "store" in inputs:
@@ -164,6 +188,10 @@ class CellData:
 
     def batch(self, idx) -> Batch:
         idx = np.asarray(idx)
+        if getattr(self, "elements", None) is not None:  # EPInformer: elements instead of a window
+            return Batch(torch.zeros(len(idx), 0, 4), torch.zeros(len(idx), 0, 0), torch.from_numpy(self.features[idx]),
+                         torch.from_numpy(self.target[idx]), torch.from_numpy(idx.astype(np.int64)),
+                         self.elements.extras(self.gene_id[idx]))
         codes, tracks, hic = self._window(idx)
         seq = torch.from_numpy(shards.one_hot(codes))  # (B, L, 4)
         chans = [tracks[n] if kind == "track" else hic for kind, n in self._channels]

@@ -621,6 +621,8 @@ class Plan:
                         self.dnase_signal(cell) is None:
                     raise ConfigError(f"run {run.path}: architecture {run.model.arch} needs MACS3 peaks of a 'dnase' "
                                       f"bigWig, which cell line {cell} does not have")
+                if "elements" in kind.inputs:
+                    self.candidates_inputs(cell)
             if "blacklist" in kind.inputs and "blacklist" not in self._asset_by_name:
                 raise ConfigError(f"run {run.path}: architecture {run.model.arch} (kind {kind.name}) masks the "
                                   "ENCODE blacklist: add assets.blacklist")
@@ -657,6 +659,29 @@ class Plan:
         if released:
             return f"({'|'.join(rel)})_L\\d+_[A-Za-z0-9.+_-]+" if rel else "no-released-model"
         return f"(?!({'|'.join(rel)})_){generic}" if rel else generic
+
+    def peaks_inputs(self, cell: str) -> dict[str, str]:
+        dnase = self.dnase_signal(cell)
+        if dnase is None:
+            raise ConfigError(f"cell line {cell}: MACS3 peaks need a 'dnase' bigWig signal (cell_lines.{cell}.signals)")
+        return {"dnase": dnase}
+
+    def candidates_inputs(self, cell: str) -> dict[str, list[str]]:
+        """EPInformer's candidates: the cell line's ABC predictions if it has them, else its MACS3 peaks
+        with activity and contact from its own signals (a new cell line needs no ABC run)."""
+        out = {"genes": [f"results/genes/{cell}.tsv"]}
+        abc = self.config["cell_lines"][cell].get("abc_predictions")
+        if abc:
+            out["abc"] = [self.asset(abc["asset"], f"cell_lines.{cell}.abc_predictions.asset")]
+            return out
+        tracks = self.bigwig_tracks(cell)
+        missing = [s for s in ("h3k27ac", "dnase") if s not in tracks]
+        if missing or not self.hic(cell):
+            raise ConfigError(f"cell line {cell}: EPInformer's candidates need abc_predictions, or h3k27ac and dnase "
+                              f"bigWigs and a Hi-C signal (cell_lines.{cell})")
+        out.update(peaks=[f"results/peaks/{cell}/dnase.macs3.narrowPeak"], h3k27ac=[tracks["h3k27ac"]],
+                   dnase=[tracks["dnase"]], hic=[self.hic(cell)])
+        return out
 
     def statistics_inputs(self, cell: str) -> dict[str, list[str]]:
         """Files Table 8's statistics of one cell line are computed from."""

@@ -10,10 +10,8 @@ Distal enhancers: genes with at least one ABC candidate element more than 50 kb 
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -86,37 +84,19 @@ def hic_statistics(genes_tsv, hic: str, fai, *, normalization: str, resolution: 
     }
 
 
-def read_abc_predictions(path, member: str | None = None) -> pd.DataFrame:
-    """ABC's EnhancerPredictionsAllPutative table (plain, gzipped, or a member of a zip)."""
-    label = f"{path}:{member}" if member else str(path)
-    try:
-        if member:
-            with zipfile.ZipFile(path) as zf:
-                if member not in zf.namelist():
-                    raise DataError(f"{path}: zip has no member {member}")
-                raw = zf.read(member)
-            df = pd.read_csv(io.BytesIO(raw), sep="\t", compression="gzip" if member.endswith(".gz") else None)
-        else:
-            df = pd.read_csv(path, sep="\t")
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{label}: cannot read ABC predictions ({type(exc).__name__}: {exc})") from None
-    for col in ("TargetGene", "distance", "class"):
-        if col not in df.columns:
-            raise DataError(f"{label}: missing column {col!r}")
-    return df
-
-
 def enhancer_statistics(genes_tsv, abc_path, member: str | None) -> dict:
+    """Share of genes with an ABC candidate element beyond 50 kb (all putative; and with ABC >= 0.02)."""
+    from .candidates import _abc_gene_ids, read_abc_predictions
+
     genes = read_gene_table(genes_tsv)
-    df = read_abc_predictions(abc_path, member)
-    distal = df[(df["distance"].abs() > LONG_RANGE) & (df["class"].astype(str) != "promoter")]
+    pairs = read_abc_predictions(abc_path, member, max_distance=float("inf"))
+    pairs["gene_id"] = _abc_gene_ids(pairs["TargetGene"], genes, str(abc_path))
+    distal = pairs[(pairs["distance"].abs() > LONG_RANGE) & pairs["gene_id"].notna()]
     ids = set(genes["gene_id"])
-    linked = ids & set(distal["TargetGene"].astype(str))
-    out = {"pct_distal_enhancer": 100.0 * len(linked) / len(ids) if ids else None}
-    if "ABC.Score" in df.columns:
-        strong = ids & set(distal.loc[distal["ABC.Score"] >= ABC_THRESHOLD, "TargetGene"].astype(str))
-        out["pct_distal_enhancer_abc02"] = 100.0 * len(strong) / len(ids) if ids else None
-    return out
+    linked = ids & set(distal["gene_id"])
+    strong = ids & set(distal.loc[distal["abc_score"] >= ABC_THRESHOLD, "gene_id"])
+    return {"pct_distal_enhancer": 100.0 * len(linked) / len(ids) if ids else None,
+            "pct_distal_enhancer_abc02": 100.0 * len(strong) / len(ids) if ids else None}
 
 
 def cell_statistics(genes_tsv, hic, fai, out, *, normalization: str, resolution: int, abc=None, abc_member=None,

@@ -201,6 +201,23 @@ def target_labels(wildcards):
     return {"target": name, "title": PLAN.title(name)}
 
 
+def peaks_inputs(wildcards):
+    return PLAN.peaks_inputs(wildcards.cell)
+
+
+def candidates_inputs(wildcards):
+    return PLAN.candidates_inputs(wildcards.cell)
+
+
+def candidates_params(wildcards):
+    pre = config["preprocess"]
+    abc = config["cell_lines"][wildcards.cell].get("abc_predictions")
+    return {
+        "member": abc.get("member") if abc else None,
+        "hic": {"normalization": pre["hic_normalization"], "resolution": pre["hic_resolution"]},
+    }
+
+
 def statistics_inputs(wildcards):
     return PLAN.statistics_inputs(wildcards.cell)
 

@@ -127,3 +127,35 @@ rule gather:
         "../envs/data.yaml"
     script:
         "../scripts/gather.py"
+
+
+rule peaks:
+    input:
+        unpack(peaks_inputs),
+    output:
+        "results/peaks/{cell}/dnase.macs3.narrowPeak",
+    log:
+        "results/logs/peaks/{cell}.log",
+    benchmark:
+        "results/benchmarks/peaks/{cell}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        chromosomes=PLAN.chromosomes,
+    script:
+        "../scripts/peaks.py"
+
+
+rule candidates:
+    input:
+        unpack(candidates_inputs),
+    output:
+        "results/candidates/{cell}.tsv",
+    log:
+        "results/logs/candidates/{cell}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=candidates_params,
+    script:
+        "../scripts/candidates.py"
