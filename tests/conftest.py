@@ -54,3 +54,21 @@ def demo_gene_tables(demo_mirror, demo_fasta, tmp_path_factory):
         paths[cell] = out / f"{cell}.genes.tsv"
         write_gene_table(df, paths[cell])
     return paths
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """The demo workflow (every target), run once per test session for real into a fresh directory: the
+    slow part of the suite, shared by every test that reads its outputs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    d = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(d),
+                           "--configfile", str(root / "config/demo.yaml"), "--cores", "2", "all"],
+                          cwd=root, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise AssertionError(f"the demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return d
