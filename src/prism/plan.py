@@ -706,6 +706,8 @@ class Plan:
         exp = self.tables[table]
         kind = self._table_kind(table)
         out = {"name": table, "kind": kind, "title": self.title(table), "paper": exp.get("paper", table)}
+        if exp.get("cells", "all") == "all":  # said in the table's log: cell lines left out for want of expression
+            out["skipped_cells"] = [c for c in self.cells if c not in self.measured_cells]
         if kind == "parameters":
             out["rows"] = [{"label": r.label, "group": r.group, "settings": r.spec.as_dict(),
                             "model_id": r.spec.model_id, "arch": self.architectures[r.spec.arch]}

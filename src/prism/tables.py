@@ -262,6 +262,8 @@ def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_o
         grid.notes.append(f"Paper: {rows_paper.table['notes']}")
     _write_atomic(md_out, grid.markdown())
     _write_atomic(html_out, grid.html())
+    if spec.get("skipped_cells"):
+        log(f"{spec['name']}: cell lines without expression left out: {', '.join(spec['skipped_cells'])}")
     log(f"{spec['name']}: {len(entries)} evaluations, {len(keys)} rows, "
         f"{sum(m is not None for m in matched.values())} beside a paper row trained the same way")
     return summary
