@@ -17,9 +17,11 @@ Checks, each one row of the ONE summary table printed at the end (progress goes 
    2^-8 = 3.9e-3: the two paths round the conv output, dt and the projections to bf16 at different
    points; mamba_ssm's tests allow rtol 3e-2 / atol 5e-2 for bf16).
 2. bf16 training step: seconds per step (median after warm-up) and peak GPU memory of one AdamW step with
-   gradient clipping under bf16 autocast, for each entry of ARCHITECTURES at 2 kb and 200 kb, batch 8, with
-   the kernels (and our PyTorch path at 2 kb only: at 200 kb its per-step Python loop takes minutes).
-   Out of memory is reported as such (status OOM, not a failure), with the batch halved until a step fits.
+   gradient clipping under bf16 autocast, for every architecture of config/config.yaml (built through the
+   model registry, prism.archs, at the paper's sizes; the demo's sizes from config/demo.yaml for the tiny
+   CPU run) at 2 kb and 200 kb, batch 8, with the kernels (and our PyTorch path at 2 kb only: at 200 kb its
+   per-step Python loop takes minutes). Out of memory is reported as such (status OOM, not a failure), with
+   the batch halved until a step fits.
 
 Without CUDA it says which parts it skips, then runs on CPU what exercises the same code on tiny models:
 our chunked scan against the plain step-by-step reference, and a bf16-autocast training step.
@@ -36,12 +38,16 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
+import yaml
 
+from prism.archs import build_model
 from prism.data import Batch
 from prism.model import CaduceusBackbone, Mamba, PrismModel
+from prism.plan import Plan
 from prism.model import mamba as mamba_module
 from prism.model.mamba import fast_kernels
 
@@ -52,29 +58,66 @@ TIME_BUDGET_S = 7 * 60  # later cases are skipped past this, so the whole check 
 
 @dataclass
 class Arch:
-    """One architecture of the step-time check: ``build(tiny)`` returns a model on CPU in float32.
-
-    The model follows the model-module contract (``forward_batch(batch, mode)``, ``loss(out, target)``,
-    ``param_groups(wd)``); Prism's own model before the registry takes ``(seq, signals, features)``.
-    Adding an architecture is one more entry: e.g. ``Arch("seq2exp", lambda tiny: build(hp, spec, 9))``.
-    """
+    """One architecture of the step-time check: ``build(tiny)`` returns a model on CPU in float32, following
+    the model contract (``forward_batch(batch, mode)``, ``loss(out, target)``, ``param_groups(wd)``)."""
 
     name: str
     build: Callable[[bool], torch.nn.Module]
     lengths: tuple[int, ...] = (2000, 200_000)
     batch: int = 8
     n_signals: int = 3
-    extra: Callable[[int, int], dict] = field(default=lambda batch, length: {})  # Batch.extra inputs
+    extra: Callable[[int, int, bool], dict] = field(default=lambda batch, length, tiny: {})  # Batch.extra
 
 
-def _prism(K: int) -> Callable[[bool], torch.nn.Module]:
-    return lambda tiny: PrismModel(d_model=16, n_layer=1, K=K) if tiny else PrismModel(K=K)
+ROOT = Path(__file__).resolve().parents[1]
+#: architecture -> the setting that makes it a baseline of Table 1 (signals, K) at the paper's lengths
+SETTINGS = {"caduceus": {"signals": [], "K": 0}, "mamba": {"signals": [], "K": 0}}
+#: architectures whose weights come from elsewhere (released, pre-trained): their kind is timed once already
+SKIP = ("prism-released", "caduceus-ph", "prism-ph", "enformer-pretrained")
 
 
-ARCHITECTURES = [
-    Arch("Prism (K=2)", _prism(2)),
-    Arch("Caduceus w/ signals", _prism(0)),
-]
+def _extras(kind, hps: dict) -> Callable[[int, int, bool], dict]:
+    def make(batch: int, length: int, tiny: bool) -> dict:
+        hp = hps[tiny]
+        g = torch.Generator().manual_seed(1)
+        out = {}
+        if "blacklist" in kind.inputs_for(hp):
+            out["blacklist"] = torch.rand(batch, length, generator=g) < 0.01
+        if "peaks" in kind.inputs_for(hp):
+            out["peaks"] = (torch.rand(batch, length, generator=g) < 0.1).float()
+        if "elements" in kind.inputs:
+            E, L = 1 + hp["n_elements"], hp["element_length"]
+            codes = torch.randint(0, 4, (batch, E, L), generator=g)
+            out.update(elements_seq=torch.nn.functional.one_hot(codes, 4).float(),
+                       elements_feat=torch.rand(batch, E, 3, generator=g), elements_mask=torch.ones(batch, E, dtype=torch.bool))
+        return out
+    return make
+
+
+def _architectures() -> list[Arch]:
+    """Every architecture of the paper's config (and the demo's, for tiny CPU runs), through the registry."""
+    plans = {tiny: Plan(yaml.safe_load((ROOT / f"config/{name}").read_text()), workdir=str(ROOT))
+             for tiny, name in ((False, "config.yaml"), (True, "demo.yaml"))}
+    out = []
+    for name, arch in plans[False].architectures.items():
+        if name in SKIP or name not in plans[True].architectures:
+            continue
+        kind = plans[False].kind_of(name)
+
+        def build(tiny: bool, name=name):
+            plan = plans[tiny]
+            spec = plan.model({"arch": name, **SETTINGS.get(name, {})}, f"gpu_check {name}")
+            return build_model(plan.architectures[name], spec, 9)
+
+        lengths = (2000,) if kind.name == "epinformer" else (2000, 200_000)
+        n_sig = 3 if kind.takes_signals and name not in SETTINGS else 0
+        out.append(Arch(name, build, lengths=lengths, n_signals=n_sig,
+                        batch=16 if kind.name == "epinformer" else 4 if kind.name == "enformer" else 8,
+                        extra=_extras(kind, {t: p.architectures[name]["model"] for t, p in plans.items()})))
+    return out
+
+
+ARCHITECTURES = _architectures()
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -131,12 +174,12 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_batch(arch: Arch, batch: int, length: int, device: str) -> Batch:
+def make_batch(arch: Arch, batch: int, length: int, device: str, tiny: bool = False) -> Batch:
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 5, (batch, length), generator=g)
     seq = torch.nn.functional.one_hot(codes, 5)[..., :4].float()  # (B, L, 4), N = zeros
     signals = torch.rand(batch, arch.n_signals, length, generator=g)
-    extra = {k: v.to(device) for k, v in arch.extra(batch, length).items()}
+    extra = {k: v.to(device) for k, v in arch.extra(batch, length, tiny).items()}
     return Batch(seq, signals, torch.randn(batch, 9, generator=g), torch.rand(batch, generator=g) * 3,
                  torch.arange(batch), extra=extra).to(device)
 
@@ -261,7 +304,7 @@ def step_times(report: Report, device: str, kernels: bool, tiny: bool) -> None:
                 report.add("bf16 train step", f"{arch.name} L{length} B{batch}", "kernels unavailable; the torch "
                            "path's per-step loop takes minutes here", "-", "SKIP")
             for path in paths:
-                case = f"{arch.name} L{length} B{batch} {path}" + (" tiny d16 x1 (CPU)" if tiny else "")
+                case = f"{arch.name} L{length} B{batch} {path}" + (" demo size (CPU)" if tiny else "")
                 if report.out_of_time():
                     report.add("bf16 train step", case, "time budget spent", "-", "SKIP")
                     continue
@@ -278,7 +321,7 @@ def run_step_case(arch: Arch, tiny: bool, device: str, path: str, batch: int, le
         try:
             torch.manual_seed(0)
             model = arch.build(tiny).to(device)
-            batch_data = make_batch(arch, batch, length, device)
+            batch_data = make_batch(arch, batch, length, device, tiny)
             with torch_path(path == "torch"):
                 sec, mib = time_training_step(model, batch_data, device, warmup, steps)
             mem = f"peak {mib / 1024:.2f} GiB" if device == "cuda" else f"peak RSS {mib:.0f} MiB (process)"
