@@ -171,3 +171,12 @@ def test_halflife_csv_keyed_by_ensid_also_reads(demo_mirror, tmp_path):
     path = tmp_path / "halflife.csv"
     hl.to_csv(path, index=False)
     pd.testing.assert_frame_equal(_build(demo_mirror, halflife_csv=path), _build(demo_mirror))
+
+
+def test_a_cell_line_without_expression_keeps_every_gene_with_no_target(demo_mirror):
+    from conftest import demo_gene_specs
+
+    _, promoter = demo_gene_specs(demo_mirror, "synthC")
+    df = build_gene_table(cell="synthD", split_csv=demo_mirror["split_csv"], halflife_csv=demo_mirror["halflife_csv"],
+                          expression=None, promoter_activity=promoter, chromosomes=None)
+    assert len(df) == sum(demo_mirror["n_genes"].values()) and df["target"].isna().all() and df["cage"].isna().all()

@@ -101,7 +101,7 @@ def build_gene_table(
     split_csv,
     halflife_csv,
     fold: str = "fold_11",
-    expression: dict,
+    expression: dict | None,
     promoter_activity: dict,
     chromosomes: list[str] | None = None,
     genome_fai_or_sizes=None,
@@ -111,7 +111,8 @@ def build_gene_table(
     expression:
       ``{"source": "csv_column", "path": csv, "column": "K562_CAGE_128*3_sum"}`` (joined on ENSID), or
       ``{"source": "bigwig_sum", "path": CAGE bigWig, "flank": 192}``: sum of the bigWig over
-      [tss - flank, tss + flank) (NaN -> 0), as the reference does for H1 (FANTOM5).
+      [tss - flank, tss + flank) (NaN -> 0), as the reference does for H1 (FANTOM5); or None for a cell
+      line without expression (predictions only): ``cage`` and ``target`` are NaN for every gene.
     promoter_activity:
       ``{"source": "abc_genelist", "path": GeneList.txt or .zip, "member": path inside the zip}``:
       ``sqrt(H3K27ac.RPM.TSS1Kb * DHS.RPM.TSS1Kb)``, joined on ``symbol`` == ENSID; or
@@ -161,7 +162,10 @@ def build_gene_table(
             r = table[out].iloc[0]
             raise DataError(f"{halflife_csv}: gene {r.gene_id} TSS {r.tss} is outside {r.chrom} (length {sizes[r.chrom]})")
 
-    table = _add_expression(table, expression, cell)
+    if expression is None:  # a cell line to predict for: no target, no gene dropped for want of one
+        table = table.assign(cage=np.nan)
+    else:
+        table = _add_expression(table, expression, cell)
     table = _add_promoter_activity(table, promoter_activity, cell)
 
     table = table.copy()

@@ -4,7 +4,7 @@ from prism.logs import job_log
 
 with job_log(snakemake) as log:
     spec, inp = snakemake.params.spec, snakemake.input
-    expression = dict(spec["expression"], path=inp.expression)
+    expression = dict(spec["expression"], path=inp.expression) if spec["expression"] else None
     pa = dict(spec["promoter_activity"])
     if pa["source"] == "abc_genelist":
         pa["path"] = inp.genelist
@@ -14,4 +14,5 @@ with job_log(snakemake) as log:
                           fold=spec["fold"], expression=expression, promoter_activity=pa,
                           chromosomes=spec["chromosomes"])
     write_gene_table(df, snakemake.output[0])
-    log(f"{len(df)} genes: " + ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().items()))
+    log(f"{len(df)} genes: " + ", ".join(f"{k} {v}" for k, v in df["split"].value_counts().items())
+        + ("" if expression else "; no expression source: target left empty (predictions only)"))
