@@ -41,6 +41,9 @@ COMPRESSED = True
 SEQ_CODE = np.full(256, 4, dtype=np.uint8)
 for _i, _b in enumerate(b"ACGT"):
     SEQ_CODE[_b] = SEQ_CODE[_b + 32] = _i
+#: the same with lower case as N: repeats hard-masked (prism.preprocess.sequence_reader's option)
+SEQ_CODE_UPPER_ONLY = SEQ_CODE.copy()
+SEQ_CODE_UPPER_ONLY[np.frombuffer(b"acgt", dtype=np.uint8)] = 4
 N_CODE = 4
 
 KEYS = ("gene_id", "tss", "window", "seq", "tracks", "track_names", "hic", "hic_offsets", "hic_resolution")
