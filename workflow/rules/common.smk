@@ -3,15 +3,20 @@
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from prism.config import check_config  # noqa: E402
 from prism.plan import Plan, ConfigError, TRAINED_TABLES, wildcard_pattern  # noqa: E402
 from prism.runs import Run  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml", set_default=True)
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+try:  # duplicate keys in any config file, then the schema (its defaults filled in); one line per problem
+    check_config(config, workflow.configfiles, SCHEMA)
+except ConfigError as e:
+    raise SystemExit("\n".join(f"config error: {m}" for m in str(e).splitlines()))
 try:
     PLAN = Plan(config)
 except ConfigError as e:
