@@ -276,12 +276,12 @@ class ResumeCheckpoint(L.pytorch.callbacks.Checkpoint):
         self._restore_signals()
 
     def _on_signal(self, signum, frame):
+        # only a flag: printing here could re-enter a print the signal interrupted
         name = signal.Signals(signum).name
         if self._signal in ("SIGTERM", "SIGINT") and name == "SIGINT":
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         if self._signal not in ("SIGTERM", "SIGINT"):
             self._signal = name
-        self._emit(f"{name}: saving a checkpoint at the next step" + ("" if name == "SIGUSR1" else ", then stopping"))
 
     def _validation_due(self, trainer, step: int) -> bool:
         every = trainer.val_check_batch
