@@ -461,7 +461,10 @@ def _finish(run: Run, model_cfg: dict, task: PrismTask, ckpt_dir: Path, out: Pat
                "parameters": sum(p.numel() for p in task.model.parameters() if p.requires_grad)}
     write_history(last["callbacks"]["history"]["rows"], out / "history.csv")
     _atomic_save({"state_dict": state, **summary}, out / "model.pt")
-    log(f"best validation mse {summary['best_val_mse']} at step {summary['best_step']}; wrote {out / 'model.pt'}")
+    if score is None:  # fewer steps than one validation interval
+        log(f"no validation ran in {summary['steps']} steps: {out / 'model.pt'} holds the last step's weights")
+    else:
+        log(f"best validation mse {summary['best_val_mse']} at step {summary['best_step']}; wrote {out / 'model.pt'}")
     return summary
 
 
