@@ -279,9 +279,45 @@ def test_trust_on_first_use_lock(srv, tmp_path, logs):
     dest.with_name(dest.name + ".provenance.json").unlink()
     with pytest.raises(AssetError, match="md5") as exc:
         get(AssetSpec(url), dest, logs, lock=lock)
-    assert "lock" in one_line(exc)
+    new_md5 = hashlib.md5(changed).hexdigest()
+    assert one_line(exc) == (f"{dest}: differs from what lock file {lock} pinned: then md5 {MD5}, {len(DATA):,} bytes, "
+                             f"{url}; now downloaded md5 {new_md5}, {len(DATA):,} bytes, {url} (.part removed). If the "
+                             f"new file is right, accept it with: python -m prism.download accept {dest} --lock {lock}")
     assert_clean(dest)
     assert json.loads(lock.read_text())["resources/f.bin"]["md5"] == MD5
+
+    # the documented command: shows the entry, removes it; the next download is pinned afresh
+    p = subprocess.run([sys.executable, "-m", "prism.download", "accept", str(dest), "--lock", str(lock)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0] == f"removed resources/f.bin from {lock}: md5 {MD5}, {len(DATA):,} bytes, {url}"
+    assert json.loads(lock.read_text()) == {}
+    rec = get(AssetSpec(url), dest, logs, lock=lock)
+    assert_ok(dest, rec, changed)
+    assert json.loads(lock.read_text()) == {"resources/f.bin": {"md5": new_md5, "size": len(DATA), "url": url}}
+    p = subprocess.run([sys.executable, "-m", "prism.download", "accept", str(tmp_path / "resources/other.bin"),
+                        "--lock", str(lock)], capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip() == (f"error: {tmp_path}/resources/other.bin: {lock} has no entry "
+                                                      "'resources/other.bin'; nothing to accept")
+
+
+def test_existing_file_that_differs_from_the_lock_says_how_to_accept_it(tmp_path, logs):
+    src = tmp_path / "mirror" / "g.fa.gz"
+    src.parent.mkdir()
+    src.write_bytes(b"new genome")
+    lock = tmp_path / "checksums.lock.json"
+    dest = tmp_path / "resources" / "g.fa.gz"
+    dest.parent.mkdir()
+    dest.write_bytes(b"old genome")
+    lock.write_text(json.dumps({"resources/g.fa.gz": {"md5": "1" * 32, "size": 10, "url": src.as_uri()}}))
+    with pytest.raises(AssetError) as exc:
+        get(AssetSpec(src.as_uri()), dest, logs, lock=lock)
+    assert one_line(exc) == (f"{dest}: differs from what lock file {lock} pinned: then md5 {'1' * 32}, 10 bytes, "
+                             f"{src.as_uri()}; now the file there has md5 {hashlib.md5(b'old genome').hexdigest()}, "
+                             f"10 bytes. If the new file is right, accept it with: python -m prism.download accept {dest}")
+    found = []
+    assert download.accept(dest, log=found.append)["md5"] == "1" * 32  # the lock file is found above the path
+    assert found[1].endswith(f"{dest} is kept: delete it to download the new file")
 
 
 def test_lock_conflicts_with_metadata_before_download(srv, tmp_path, logs):
@@ -292,7 +328,9 @@ def test_lock_conflicts_with_metadata_before_download(srv, tmp_path, logs):
     dest = tmp_path / "f.bin"
     with pytest.raises(AssetError, match="lock file") as exc:
         get(AssetSpec(url, metadata_url=murl), dest, logs, lock=lock)
-    one_line(exc)
+    assert one_line(exc) == (f"{dest}: differs from what lock file {lock} pinned: then md5 {MD5}, {len(DATA):,} bytes, "
+                             f"{url}; now its metadata {murl} says md5 {'1' * 32}, {len(DATA):,} bytes, {url}. If the "
+                             f"new file is right, accept it with: python -m prism.download accept {dest} --lock {lock}")
     assert srv.hits_for("/f.bin") == []
     assert_clean(dest)
 

@@ -92,25 +92,31 @@ def test_chunked_reads_equal_one_stretch(demo_mirror, demo_fasta, demo_gene_tabl
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_bigbed_without_the_chromosome_is_all_zero(demo_mirror, demo_fasta, demo_gene_tables, tmp_path, caplog):
+def test_bigbed_without_the_chromosome_is_an_error_or_explicitly_zero(demo_mirror, demo_fasta, demo_gene_tables,
+                                                                        tmp_path, caplog):
     from prism.demo import write_bigbed
 
     path = tmp_path / "chr1_only.bb"
     write_bigbed(path, {"chr1": demo_mirror["chromosomes"]["chr1"]}, {"chr1": np.array([[10, 20]])})
+    kw = dict(genes_tsv=demo_gene_tables["synthA"], chrom="chr22", fasta=demo_fasta,
+              tracks={"footprints": (str(path), "bigbed")}, hic=None, window=W, out=tmp_path / "x.npz")
+    with pytest.raises(DataError, match=r"chr1_only.bb: chromosome chr22 is missing \(file has 1 chromosomes\), "
+                                        r"but genes on chr22 need its track$"):
+        build_shard(**kw)
+    assert not (tmp_path / "x.npz").exists()
     with caplog.at_level(logging.WARNING, logger="prism.preprocess"):
-        build_shard(genes_tsv=demo_gene_tables["synthA"], chrom="chr22", fasta=demo_fasta,
-                    tracks={"footprints": (str(path), "bigbed")}, hic=None, window=W, out=tmp_path / "x.npz")
+        build_shard(**kw, missing="zeros")
     assert (read_shard(tmp_path / "x.npz")["tracks"] == 0).all()
-    assert "chr1_only.bb: no chr22 intervals" in caplog.text
+    assert "chr1_only.bb: chromosome chr22 is missing: its track is all 0 (missing='zeros')" in caplog.text
 
 
 def test_wrong_file_kind_is_a_one_line_error(demo_mirror, demo_fasta, demo_gene_tables, tmp_path):
     entry = demo_mirror["cells"]["synthA"]
     kw = {"genes_tsv": demo_gene_tables["synthA"], "chrom": "chr22", "fasta": demo_fasta, "hic": None, "window": W,
           "out": tmp_path / "x.npz"}
-    with pytest.raises(DataError, match=r"ENCFFSYA003.bigBed: not a readable bigWig$"):
+    with pytest.raises(DataError, match=r"ENCFFSYA003.bigBed: not a readable bigWig \(it is a bigBed\)$"):
         build_shard(tracks={"footprints": entry["footprints"]["path"]}, **kw)
-    with pytest.raises(DataError, match=r"ENCFFSYA001.bigWig: not a readable bigBed$"):
+    with pytest.raises(DataError, match=r"ENCFFSYA001.bigWig: not a readable bigBed \(it is a bigWig\)$"):
         build_shard(tracks={"h3k27ac": (entry["h3k27ac"]["path"], "bigbed")}, **kw)
     with pytest.raises(DataError, match="track h3k27ac has kind 'bam'"):
         build_shard(tracks={"h3k27ac": {"path": entry["h3k27ac"]["path"], "kind": "bam"}}, **kw)

@@ -222,3 +222,19 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(shards, tmp_path):
     ha = pd.read_csv(tmp_path / "straight/history.csv")
     hb = pd.read_csv(out / "history.csv")
     pd.testing.assert_frame_equal(ha[ha.kind == "val"].reset_index(drop=True), hb[hb.kind == "val"].reset_index(drop=True))
+
+
+def test_input_fingerprint_reuses_md5_of_untouched_files(tmp_path):
+    from prism.train import file_md5, input_fingerprint
+
+    a, b = tmp_path / "a.tsv", tmp_path / "b.npz"
+    a.write_text("x\n")
+    b.write_bytes(b"\0" * 10)
+    md5s, cache = input_fingerprint([str(a), str(b)])
+    assert md5s == {str(a): file_md5(a), str(b): file_md5(b)}
+    # an untouched file keeps its cached md5 without being read: a cache entry for this size and time wins
+    cache[str(b)]["md5"] = "0" * 32
+    assert input_fingerprint([str(a), str(b)], cache)[0][str(b)] == "0" * 32
+    b.write_bytes(b"\1" * 10)  # new content: a new modification time, so it is hashed again
+    os.utime(b, ns=(cache[str(b)]["mtime_ns"] + 1, cache[str(b)]["mtime_ns"] + 1))
+    assert input_fingerprint([str(a), str(b)], cache)[0][str(b)] == file_md5(b) != "0" * 32

@@ -641,7 +641,9 @@ def write_bigbed(path, chrom_sizes: dict, intervals: dict, *, items_per_block: i
                         last[2], last[3], index_start, items_per_block, 0)
     index += struct.pack("<BBH", 1, 0, len(leaves)) + b"".join(leaves)
     header = struct.pack("<IHHQQQHHQQIQ", 0x8789F2EB, 4, 0, header_size, data_start, index_start, 4, 4, 0, 0, 0, 0)
-    _atomic_bytes(path, header + chrom_tree + struct.pack("<Q", n_items) + b"".join(blocks) + index)
+    # UCSC tools end every bbi file with its signature; readers check it to detect a truncated file
+    _atomic_bytes(path, header + chrom_tree + struct.pack("<Q", n_items) + b"".join(blocks) + index
+                  + struct.pack("<I", 0x8789F2EB))
 
 
 def _write_cage_bigwig(path: Path, genes: pd.DataFrame, cage: np.ndarray) -> None:

@@ -12,7 +12,9 @@ One entry point, :func:`fetch`, downloads one asset described by an :class:`Asse
   provenance record is written next to it as ``<dest>.provenance.json``.
 * An optional lock file (JSON: dest path relative to the lock file's folder -> {md5, size, url})
   pins what was verified before ("trust on first use") and is updated safely by concurrent
-  processes.
+  processes. A file that differs from its lock entry is refused with what changed (md5, size and
+  URL, before and now) and the command that accepts it: ``python -m prism.download accept PATH``
+  shows the entry and removes it, so the next download is verified and pinned afresh.
 * ``file://`` URLs (local mirrors) go through the same streaming, resume and verification code.
 * A pinned ``sha256`` (Hugging Face lists one for each LFS file) is checked besides size and md5;
   :func:`resolve_hf_files` finds a file whose name holds a date from a repository's tree listing.
@@ -31,13 +33,14 @@ import fnmatch
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["AssetError", "AssetSpec", "HFFile", "fetch", "resolve_hf_files", "resolve_hf_revision"]
+__all__ = ["AssetError", "AssetSpec", "HFFile", "accept", "fetch", "resolve_hf_files", "resolve_hf_revision"]
 
 CHUNK = 1 << 20  # bytes per read/write
 MAX_BACKOFF = 120.0  # cap on one retry delay, seconds
@@ -46,6 +49,7 @@ TRANSIENT_HTTP = frozenset({408, 429, 500, 502, 503, 504})
 REFUSED_STATUS = frozenset({"revoked", "deleted"})
 FOURDN_AUTH_ENV = ("FOURDN_ACCESS_KEY", "FOURDN_SECRET_KEY")
 USER_AGENT = "prism-workflow-downloader/1"
+LOCK_NAME = "checksums.lock.json"  # the workflow's lock file (resources/checksums.lock.json)
 
 # Replaced in tests to make retries instantaneous.
 _sleep: Callable[[float], None] = time.sleep
@@ -552,8 +556,8 @@ def _lock_record(lock: Path, key: str, entry: dict, name: str) -> None:
         if isinstance(old, dict):
             for fld in ("md5", "size"):
                 if old.get(fld) not in (None, "") and str(old[fld]).lower() != str(entry[fld]).lower():
-                    raise AssetError(f"{name}: lock file {lock} records {fld} {old[fld]} but the verified "
-                                     f"file has {entry[fld]}")
+                    raise _lock_conflict(name, lock.parent / key, lock, old, f"verified md5 {entry['md5']}, "
+                                         f"{_bytes(entry['size'])}, {_redact(entry.get('url'))}")
             merged = {**entry, **{k: v for k, v in old.items() if v not in (None, "")}}
             if merged == old:
                 return
@@ -563,6 +567,76 @@ def _lock_record(lock: Path, key: str, entry: dict, name: str) -> None:
         _write_json_atomic(lock, data)
     finally:
         os.close(fd)  # releases the flock
+
+
+def _bytes(n) -> str:
+    return "size unknown" if n is None else f"{n:,} bytes"
+
+
+def _lock_conflict(name: str, dest: Path, lock: Path, entry: dict, now: str) -> AssetError:
+    """The file differs from what the lock pinned: what it was, what it is now, how to accept it."""
+    was = (f"md5 {entry.get('md5')}, {_bytes(entry.get('size'))}, {_redact(entry.get('url')) or 'url unknown'}"
+           if entry else "an entry that is gone now")
+    command = f"python -m prism.download accept {os.path.abspath(dest)}"
+    if Path(lock).name != LOCK_NAME:
+        command += f" --lock {os.path.abspath(lock)}"
+    return AssetError(f"{name}: differs from what lock file {lock} pinned: then {was}; now {now}. If the new file is "
+                      f"right, accept it with: {command}")
+
+
+def find_lock(path: str | Path, name: str = LOCK_NAME) -> Path:
+    """The lock file that pins `path`: the nearest `name` in the folders above it."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if (folder / name).is_file():
+            return folder / name
+    raise AssetError(f"{path}: no {name} in any folder above it; give the lock file with --lock")
+
+
+def accept(path: str | Path, lock: str | Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """Remove `path`'s entry from the lock file (found above `path` unless given) and return it.
+
+    The next download of `path` is then verified against its source alone (metadata, pinned md5 or
+    first use) and pinned again. `path` itself is left alone: delete it to download the new file.
+    """
+    lock_path = Path(lock) if lock is not None else find_lock(path)
+    key = _lock_key(lock_path, Path(path))
+    import fcntl
+
+    fd = os.open(lock_path.with_name(lock_path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the same lock as _lock_record: no concurrent download loses its entry
+        data = _read_lock(lock_path, str(path))
+        if key not in data:
+            raise AssetError(f"{path}: {lock_path} has no entry {key!r}; nothing to accept")
+        entry = data.pop(key)
+        _write_json_atomic(lock_path, data)
+    finally:
+        os.close(fd)
+    log(f"removed {key} from {lock_path}: md5 {entry.get('md5')}, {_bytes(entry.get('size'))}, "
+        f"{_redact(entry.get('url'))}")
+    log(f"the next run verifies {key} against its source alone and pins it again"
+        + (f"; {path} is kept: delete it to download the new file" if Path(path).exists() else ""))
+    return entry
+
+
+def main(argv=None) -> int:
+    """python -m prism.download accept PATH... [--lock LOCK]: accept new files that differ from the lock."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m prism.download", description=main.__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    acc = sub.add_parser("accept", help="show a file's lock entry and remove it, so that the next run pins the "
+                                        "new file")
+    acc.add_argument("paths", nargs="+", help="downloaded files (resources/...)")
+    acc.add_argument("--lock", help="the lock file (default: checksums.lock.json in a folder above each path)")
+    args = ap.parse_args(argv)
+    try:
+        for p in args.paths:
+            accept(p, args.lock)
+    except AssetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -787,12 +861,11 @@ def fetch(spec: AssetSpec, dest: str | Path, *, lock: str | Path | None = None, 
         if isinstance(entry, dict):
             lmd5 = _norm_md5(entry.get("md5"), "lock", name)
             lsize = _norm_size(entry.get("size"), "lock", name)
-            if md5 and lmd5 and md5 != lmd5:
-                raise AssetError(f"{name}: lock file {lock_path} records md5 {lmd5} but the {md5_src} md5 is "
-                                 f"{md5}; the source changed? remove the lock entry to accept it")
-            if size is not None and lsize is not None and size != lsize:
-                raise AssetError(f"{name}: lock file {lock_path} records size {lsize} but the {size_src} size "
-                                 f"is {size}; the source changed? remove the lock entry to accept it")
+            if (md5 and lmd5 and md5 != lmd5) or (size is not None and lsize is not None and size != lsize):
+                src = md5_src if md5 and lmd5 and md5 != lmd5 else size_src
+                says = f"its metadata {spec.metadata_url} says" if src == "metadata" else "the config pins"
+                raise _lock_conflict(name, dest, lock_path, entry, f"{says} md5 {md5}, {_bytes(size)}, "
+                                     f"{_redact(spec.url)}")
             if md5 is None and lmd5:
                 md5, md5_src = lmd5, "lock"
             if size is None and lsize is not None:
@@ -844,6 +917,10 @@ def fetch(spec: AssetSpec, dest: str | Path, *, lock: str | Path | None = None, 
             log(f"{name}: verification failed ({'; '.join(problems)}) after resuming an old .part; starting over")
             stale = False
             continue
+        if "lock" in (md5_src, size_src):  # the only expectation is what an earlier download pinned
+            raise _lock_conflict(name, dest, lock_path, _read_lock(lock_path, name).get(lock_key, {}),
+                                 f"downloaded md5 {got_md5}, {_bytes(got_size)}, {_redact(state['final_url'])} "
+                                 f"(.part removed)")
         raise AssetError(f"{name}: verification failed: {'; '.join(problems)}; .part removed "
                          f"({_redact(state['final_url'])})")
     if lock_path is not None:
@@ -874,11 +951,14 @@ def _existing(ctx: _Ctx, dest: Path, prov_path: Path, md5: str | None, size: int
     if not dest.is_file():
         raise AssetError(f"{name}: exists but is not a regular file; remove it to download again")
     actual_size = dest.stat().st_size
-    if size is not None and actual_size != size:
-        raise AssetError(f"{name}: already exists but has {actual_size} bytes, expected {size} "
-                         f"({record['size_source']}); delete it to download again")
     actual_md5 = _md5_file(dest)
-    if md5 is not None and actual_md5 != md5:
+    if (size is not None and actual_size != size) or (md5 is not None and actual_md5 != md5):
+        if "lock" in (record["md5_source"], record["size_source"]):
+            raise _lock_conflict(name, dest, lock_path, _read_lock(lock_path, name).get(lock_key, {}),
+                                 f"the file there has md5 {actual_md5}, {_bytes(actual_size)}")
+        if size is not None and actual_size != size:
+            raise AssetError(f"{name}: already exists but has {actual_size} bytes, expected {size} "
+                             f"({record['size_source']}); delete it to download again")
         raise AssetError(f"{name}: already exists but its md5 is {actual_md5}, expected {md5} "
                          f"({record['md5_source']}); delete it to download again")
     if lock_path is not None:
@@ -903,3 +983,7 @@ def _existing(ctx: _Ctx, dest: Path, prov_path: Path, md5: str | None, size: int
     })
     _write_json_atomic(prov_path, record)
     return record
+
+
+if __name__ == "__main__":
+    sys.exit(main())

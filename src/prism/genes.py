@@ -266,23 +266,21 @@ def promoter_activity_from_bigwigs(h3k27ac, dnase, chroms, tss, flank: int = 500
 def bigwig_window_sums(path, chroms, tss, flank: int) -> np.ndarray:
     """Sum of a bigWig over [tss - flank, tss + flank) per gene (NaN -> 0; bases past the ends add 0).
 
-    Reads each needed chromosome once, in bulk. Our ``chrN`` is mapped to the file's naming.
+    Reads each needed chromosome once, in bulk, with the checked readers of :mod:`prism.preprocess`
+    (a truncated or corrupt file, or a chromosome it lacks, is a DataError naming the file). Our
+    ``chrN`` is mapped to the file's naming.
     """
-    import pyBigWig
+    from prism.preprocess import open_track, track_reader
 
     chroms = np.asarray(chroms, dtype=object)
     tss = np.asarray(tss, dtype=np.int64)
     out = np.zeros(len(tss), dtype=np.float64)
-    bw = pyBigWig.open(str(path))
-    if bw is None:
-        raise DataError(f"{path}: not a readable bigWig")
+    bw = open_track(path, "bigwig")
     try:
         sizes = bw.chroms()
         for chrom in sorted(set(chroms), key=chrom_sort_key):
-            name = resolve_chrom(chrom, sizes, path)
-            size = sizes[name]
-            values = bw.values(name, 0, size, numpy=True)
-            np.nan_to_num(values, copy=False, nan=0.0)
+            size = sizes[resolve_chrom(chrom, sizes, path)]
+            values = track_reader(bw, path, "bigwig", chrom, size)(0, size)
             csum = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
             idx = np.flatnonzero(chroms == chrom)
             lo = np.clip(tss[idx] - flank, 0, size)

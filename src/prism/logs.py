@@ -13,7 +13,9 @@ def job_log(snakemake):
     """Send stdout/stderr of a Snakemake ``script:`` step to ``log[0]``; yield a timestamped ``log``.
 
     Redirection is at the file-descriptor level, so library loggers and C extensions land there too.
-    A failure is written as one ``ERROR:`` line naming the exception, then re-raised for Snakemake.
+    A failure is written as one ``ERROR:`` line naming the exception. Bad input (a DataError or an
+    AssetError, whose message is one line naming the file) then ends the job with that one line on
+    Snakemake's console and exit status 1; anything else is re-raised with its traceback (a bug).
     """
     path = snakemake.log[0]
     sys.stdout.flush()
@@ -27,13 +29,16 @@ def job_log(snakemake):
     def log(msg: str):
         print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {msg}", flush=True)
 
+    failure = None
     try:
         log(f"rule {snakemake.rule}: {', '.join(map(str, snakemake.output))}")
         yield log
         log(f"done in {time.monotonic() - t0:.1f} s")
     except Exception as e:
         log(f"ERROR: {type(e).__name__}: {e}")
-        raise
+        if not _is_bad_input(e):
+            raise
+        failure = f"{type(e).__name__}: {e}"
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -41,3 +46,13 @@ def job_log(snakemake):
         os.dup2(saved[1], 2)
         for f in (fd, *saved):
             os.close(f)
+    if failure:
+        raise SystemExit(failure)  # Python prints the line to stderr, no traceback, and exits with status 1
+
+
+#: errors whose one-line message is all a user needs (by name: this module imports neither)
+BAD_INPUT = ("prism.genes.DataError", "prism.download.AssetError")
+
+
+def _is_bad_input(e: BaseException) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in BAD_INPUT for c in type(e).__mro__)

@@ -8,7 +8,7 @@ key                shape         meaning
 ``gene_id``        (n,) str      Ensembl gene IDs
 ``tss``            (n,) int64    0-based TSS
 ``window``         () int64      W, even
-``seq``            (n, W) uint8  A=0, C=1, G=2, T=3, anything else (N, lowercase, past the ends) = 4
+``seq``            (n, W) uint8  A=0, C=1, G=2, T=3 (either case), anything else (N, IUPAC, past the ends) = 4
 ``tracks``         (n, T, W) f4  per-base bigWig values, raw, NaN -> 0, 0 past the chromosome ends
 ``track_names``    (T,) str      e.g. ["h3k27ac", "dnase"]
 ``hic``            (n, nb) f4    transformed Hi-C contact between the TSS's bin and the bin at each
@@ -17,12 +17,15 @@ key                shape         meaning
 ``hic_resolution`` () int64      bin size in bp (0 without Hi-C)
 =================  ============  =====================================================================
 
-Shards are zip-deflated (``np.savez_compressed``, see :data:`COMPRESSED`).
+Shards are zip-deflated (the ``.npz`` layout of ``np.savez_compressed``, see :data:`COMPRESSED`) with
+fixed member dates, so the same arrays always give the same bytes: a shard rebuilt from unchanged
+inputs has the same md5, and a training run stamped with it (prism.train) is not redone.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +35,22 @@ import numpy as np
 #: Sequence codes and run-length bigWig signal deflate well; disk, not load time, is the limit at 200 kb.
 COMPRESSED = True
 
-#: ASCII byte -> sequence code (A=0, C=1, G=2, T=3, everything else 4), as the reference one-hot
+#: ASCII byte -> sequence code (A=0, C=1, G=2, T=3, everything else 4), as the reference one-hot.
+#: Lower case is a base: soft-masked genomes (UCSC, Ensembl) write repeats in lower case. N and the
+#: IUPAC ambiguity codes (R, Y, ..., either case) are N.
 SEQ_CODE = np.full(256, 4, dtype=np.uint8)
 for _i, _b in enumerate(b"ACGT"):
-    SEQ_CODE[_b] = _i
+    SEQ_CODE[_b] = SEQ_CODE[_b + 32] = _i
+#: the same with lower case as N: repeats hard-masked (prism.preprocess.sequence_reader's option)
+SEQ_CODE_UPPER_ONLY = SEQ_CODE.copy()
+SEQ_CODE_UPPER_ONLY[np.frombuffer(b"acgt", dtype=np.uint8)] = 4
 N_CODE = 4
 
 KEYS = ("gene_id", "tss", "window", "seq", "tracks", "track_names", "hic", "hic_offsets", "hic_resolution")
 
 
 def encode_seq(ascii_bytes) -> np.ndarray:
-    """uint8 codes of an ASCII sequence (bytes or uint8 array); only uppercase ACGT are bases."""
+    """uint8 codes of an ASCII sequence (bytes or uint8 array); A/C/G/T in either case are bases."""
     arr = np.frombuffer(ascii_bytes, dtype=np.uint8) if isinstance(ascii_bytes, (bytes, bytearray)) else ascii_bytes
     return SEQ_CODE[arr]
 
@@ -99,11 +107,23 @@ def write_shard(
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
-            (np.savez_compressed if COMPRESSED else np.savez)(fh, **arrays)
+            _savez(fh, arrays)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _savez(fh, arrays: dict) -> None:
+    """``np.savez[_compressed]`` with a fixed date on every member (numpy stamps the current time)."""
+    compression = zipfile.ZIP_DEFLATED if COMPRESSED else zipfile.ZIP_STORED
+    with zipfile.ZipFile(fh, mode="w", compression=compression, allowZip64=True) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            info.external_attr = 0o600 << 16
+            with zf.open(info, mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def read_shard(path) -> dict:

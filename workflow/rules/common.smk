@@ -12,11 +12,12 @@ from prism.config import check_config  # noqa: E402
 from prism.plan import Plan, ConfigError, wildcard_pattern  # noqa: E402
 from prism.runs import Run  # noqa: E402
 
-try:
-    check_config(config, workflow.configfiles, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+try:  # duplicate keys in any config file, then the schema (its defaults filled in); one line per problem
+    check_config(config, workflow.configfiles, SCHEMA)
     PLAN = Plan(config)
 except ConfigError as e:
-    raise WorkflowError(f"config error: {e}") from None
+    raise SystemExit("\n".join(f"config error: {m}" for m in str(e).splitlines()))
 for note in PLAN.notes:
     logger.info(note)
 

@@ -9,7 +9,9 @@ rule download:
         "resources/{asset}",
     log:
         "results/logs/download/{asset}.log",
-    retries: 2
+    # never rerun by Snakemake (nor a profile's retries): the downloader retries network errors
+    # itself, and a checksum mismatch fails the same way every time
+    retries: 0
     conda:
         "../envs/data.yaml"
     params:
