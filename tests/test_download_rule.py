@@ -28,9 +28,13 @@ def config(tmp_path: Path, **genome) -> Path:
     cfg = {"assets": {"genome": {"url": (src / "genome.fa.gz").as_uri(), **genome},
                       "split": {"url": (src / "split.csv").as_uri()}, "halflife": {"url": (src / "halflife.csv").as_uri()}},
            "chromosomes": ["chr1"],
-           "cell_lines": {"K562": {"signals": {"h3k27ac": {"url": (src / "h3k27ac.bigWig").as_uri(), "kind": "bigwig"}},
+           "cell_lines": {"K562": {"signals": {m: {"url": (src / f"{m}.bigWig").as_uri(), "kind": "bigwig"}
+                                               for m in ("h3k27ac", "dnase")},
                                    "expression": {"source": "csv_column", "asset": "split", "column": "K562"},
-                                   "promoter_activity": {"source": "bigwig"}}}}
+                                   "promoter_activity": {"source": "bigwig"}}},
+           "architectures": {"prism": {"kind": "prism", "model": {k: 4 for k in (
+               "d_model", "n_layer", "d_state", "d_conv", "expand", "confounder_width", "center_len")}}},
+           "run_defaults": {"signals": ["h3k27ac", "dnase"]}}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

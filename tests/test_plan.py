@@ -141,8 +141,13 @@ def test_demo_plan_uses_the_mirror_and_stays_relocatable():
 
 def test_long_inputs_come_from_the_store(paper_plan):
     run = next(e.run for e in paper_plan.evaluations["table1"] if e.row.label == "Caduceus w/ signals")
-    inputs = paper_plan.run_inputs(run)
-    assert "shards" not in inputs and len(inputs["store"]) == 3 * 23 and len(inputs["genome"]) == 23
+    files = paper_plan.data_inputs("K562", run.model)  # what the job reads
+    assert "shards" not in files and len(files["store"]) == 3 * 23 and len(files["genome"]) == 23
+    # what the job depends on: one gathered list per folder, so the DAG stays small
+    assert paper_plan.run_inputs(run) == {"genes": ["results/genes/K562.tsv"],
+                                          "genome": ["results/store/genome/inputs.json"],
+                                          "store": ["results/store/K562/inputs.json"]}
+    assert paper_plan.gathered("store/K562") == files["store"]
     short = next(e.run for e in paper_plan.evaluations["table1"] if e.row.label == "Prism")
     assert set(paper_plan.run_inputs(short)) == {"genes", "shards"}
 

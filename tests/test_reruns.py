@@ -40,16 +40,20 @@ def tiny_config(mirror: Path, path: Path) -> Path:
 
     cfg["demo"] = {**cfg["demo"], "mirror": str(mirror), "n_genes": 200}
     cfg["sources"], cfg["assets"] = pin(cfg["sources"]), pin(cfg["assets"])
-    for unused in ("genelist_synthA", "cage_synthC"):
+    for unused in ("abc_synthA", "cage_synthC"):
         del cfg["assets"][unused]
     cfg["chromosomes"] = ["chr1", "chr3", "chr22"]  # train, valid, test
     cfg["cell_lines"] = {"synthB": cfg["cell_lines"]["synthB"]}
-    cfg["model"].update(d_model=8, n_layer=1, d_state=4)
+    cfg["architectures"] = {"prism": cfg["architectures"]["prism"]}
+    cfg["architectures"]["prism"]["model"].update(d_model=8, n_layer=1, d_state=4)
+    cfg.pop("weights")
     # 64 training genes: 8 batches an epoch, validation every 4 steps, so checkpoints at steps 10, 20 (after
     # a validation) and 40 (after a validation at an epoch's end) cover every way a checkpoint is taken
     cfg["training"].update(max_steps=MAX_STEPS, checkpoint_every=10, warmup_steps=5)
     cfg["seeds"] = [2]
     cfg["experiments"] = {"table1": {"cells": "all", "rows": {"Prism": {}}}}
+    cfg["figures"] = {}
+    cfg.pop("predictions")
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
