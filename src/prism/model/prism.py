@@ -13,7 +13,16 @@ import torch.nn.functional as F
 
 from prism.model.caduceus import CaduceusBackbone, RMSNorm
 
-__all__ = ["ModelConfig", "PrismModel", "ConfounderEncoder", "count_parameters", "uniform_loss"]
+__all__ = [
+    "ModelConfig",
+    "PrismModel",
+    "ConfounderEncoder",
+    "adamw_param_groups",
+    "centre_pool",
+    "count_parameters",
+    "expression_head",
+    "uniform_loss",
+]
 
 
 @dataclass
@@ -74,6 +83,45 @@ def uniform_loss(weights: torch.Tensor, t: float = 2.0) -> torch.Tensor:
     return torch.logsumexp((2 * t * gram - 2 * t).flatten(1), dim=1).mean()
 
 
+def expression_head(d_model: int, n_features: int) -> nn.Sequential:
+    """The expression head shared by Prism and the baselines built on it: (N, d_model + n_features) -> (N, 1).
+
+    Linear(d + n_features, d) - ReLU - Linear(d, d) - ReLU - Linear(d, 1), the reference's ``pToExpr``.
+    """
+    return nn.Sequential(
+        nn.Linear(d_model + n_features, d_model), nn.ReLU(),
+        nn.Linear(d_model, d_model), nn.ReLU(),
+        nn.Linear(d_model, 1),
+    )
+
+
+def centre_pool(hidden: torch.Tensor, center_len: int) -> torch.Tensor:
+    """Mean over the central ``center_len`` positions (all when L <= center_len): (N, L, D) -> (N, D)."""
+    L = hidden.shape[1]
+    if L > center_len:
+        start = (L - center_len) // 2
+        hidden = hidden[:, start : start + center_len]  # (N, center_len, D)
+    return hidden.mean(dim=1)
+
+
+def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decay for weights, none for biases, norm weights (RMSNorm, BatchNorm), A_log and D."""
+    no_decay_ids = set()
+    for module in model.modules():
+        is_norm = isinstance(module, (RMSNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
+        for name, p in module.named_parameters(recurse=False):
+            if is_norm or name.endswith("bias") or getattr(p, "_no_weight_decay", False):
+                no_decay_ids.add(id(p))
+    decay, no_decay = [], []
+    for p in model.parameters():  # deduplicated: tied weights appear once
+        if p.requires_grad:
+            (no_decay if id(p) in no_decay_ids else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
 class PrismModel(nn.Module):
     """Prism (K > 0 and lambda1 != 0) or Caduceus with signals (otherwise; no confounder encoder at all)."""
 
@@ -91,11 +139,7 @@ class PrismModel(nn.Module):
             else None
         )
         self.backbone = CaduceusBackbone(c.d_model, c.n_layer, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand)
-        self.head = nn.Sequential(
-            nn.Linear(c.d_model + c.n_features, c.d_model), nn.ReLU(),
-            nn.Linear(c.d_model, c.d_model), nn.ReLU(),
-            nn.Linear(c.d_model, 1),
-        )
+        self.head = expression_head(c.d_model, c.n_features)
 
     @property
     def uses_confounder(self) -> bool:
@@ -105,11 +149,7 @@ class PrismModel(nn.Module):
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """Mean over the central ``center_len`` positions (all when L <= center_len): (N, L, D) -> (N, D)."""
-        L = hidden.shape[1]
-        if L > self.config.center_len:
-            start = (L - self.config.center_len) // 2
-            hidden = hidden[:, start : start + self.config.center_len]  # (N, center_len, D)
-        return hidden.mean(dim=1)
+        return centre_pool(hidden, self.config.center_len)
 
     def forward(
         self,
@@ -167,20 +207,7 @@ class PrismModel(nn.Module):
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Two AdamW groups: decay for weights, none for biases, norm weights (RMSNorm, BatchNorm), A_log and D."""
-        no_decay_ids = set()
-        for module in self.modules():
-            is_norm = isinstance(module, (RMSNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm))
-            for name, p in module.named_parameters(recurse=False):
-                if is_norm or name.endswith("bias") or getattr(p, "_no_weight_decay", False):
-                    no_decay_ids.add(id(p))
-        decay, no_decay = [], []
-        for p in self.parameters():  # deduplicated: tied weights appear once
-            if p.requires_grad:
-                (no_decay if id(p) in no_decay_ids else decay).append(p)
-        return [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        return adamw_param_groups(self, weight_decay)
 
 
 def count_parameters(model: nn.Module, component: str | None = None) -> int:
