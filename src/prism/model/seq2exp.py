@@ -406,16 +406,14 @@ def _signal_order(signals: Sequence[str]) -> list[int]:
 
 def reference_state_dict_to_ours(sd: Mapping[str, torch.Tensor], signals: Sequence[str] = REFERENCE_SIGNALS) -> dict:
     """A state dict of the reference ``GeneBiMambaMIRNP`` (bare, or a Lightning checkpoint's
-    ``state_dict`` with every key under ``model.``) -> one that loads into Seq2ExpModel.
+    ``state_dict``, keys under ``model.``) -> one that loads into Seq2ExpModel.
 
     ``signals``: our channel order; the signal-indexed tensors are permuted from REFERENCE_SIGNALS to it.
     """
     perm = _signal_order(signals)
-    keys = list(sd)
-    strip = len(LIGHTNING_PREFIX) if keys and all(k.startswith(LIGHTNING_PREFIX) for k in keys) else 0
     out = {}
-    for key in keys:
-        ours = _rename(key[strip:], 0)
+    for key in sd:
+        ours = _rename(key[len(LIGHTNING_PREFIX):] if key.startswith(LIGHTNING_PREFIX) else key, 0)
         if ours is None:
             raise ValueError(f"seq2exp: no Seq2ExpModel module for reference key {key!r}")
         value = sd[key]
