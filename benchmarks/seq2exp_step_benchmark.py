@@ -6,7 +6,7 @@ over --steps steps after one warm-up of the wall seconds and of the process CPU 
 on a shared machine the CPU figure is the steadier one).
 
     python benchmarks/seq2exp_step_benchmark.py                  # d_model 16, n_layer 2, L 20,000, batch 8
-    python benchmarks/seq2exp_step_benchmark.py --d-model 128 --n-layer 4 --length 2000 --batch 2
+    python benchmarks/seq2exp_step_benchmark.py --d-model 128 --n-layer 4 --length 2000 --batch 2 --threads 1
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"d_model {args.d_model}, n_layer {args.n_layer}, L {args.length}, batch {args.batch}, "
           f"torch threads {torch.get_num_threads()}", flush=True)
     for name in args.settings:
