@@ -43,9 +43,11 @@ class Kind:
     pretrained: bool = False
 
     def inputs_for(self, hp: dict) -> tuple[str, ...]:
-        """Extra inputs of one architecture: Seq2Exp's MACS3 variant reads peaks instead of learning a mask."""
-        extra = ("peaks",) if hp.get("mask") == "macs3" else ()
-        return self.inputs + extra
+        """Extra inputs of one architecture: Seq2Exp's MACS3 variant reads a fixed mask of MACS3 DNase peaks
+        instead of learning one (and, as the reference, neither forces the centre nor masks the blacklist)."""
+        if hp.get("mask") == "macs3":
+            return tuple(i for i in self.inputs if i != "blacklist") + ("peaks",)
+        return self.inputs
 
 
 _BACKBONE_HP = ("d_model", "n_layer", "d_state", "d_conv", "expand", "center_len")
