@@ -173,8 +173,8 @@ def _fmt(mean, std) -> str:
 class Grid:
     """A wide table as rows of strings with a kind ('ours', 'paper', 'cited', 'note'), as Markdown or HTML."""
 
-    def __init__(self, title: str, header: list[str]):
-        self.title, self.header, self.rows, self.notes = title, header, [], []
+    def __init__(self, title: str, header: list[str], footer: str = FOOTER):
+        self.title, self.header, self.rows, self.notes, self.footer = title, header, [], [], footer
 
     def add(self, kind: str, cells: list[str]):
         self.rows.append((kind, cells))
@@ -182,7 +182,7 @@ class Grid:
     def markdown(self) -> str:
         lines = [f"# {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for _, cells in self.rows]
-        lines += [""] + [f"- {n}" for n in self.notes] + ["", FOOTER, ""]
+        lines += [""] + [f"- {n}" for n in self.notes] + ["", self.footer, ""]
         return "\n".join(lines)
 
     def html(self) -> str:
@@ -197,7 +197,7 @@ class Grid:
                 "{text-align:left}tr.paper td,tr.cited td{color:#555;font-style:italic}tr.note td{color:#a50}"
                 "th{background:#eee}</style></head><body>\n"
                 f"<h2>{esc(self.title)}</h2>\n<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>\n"
-                f"<ul>{notes}</ul><p><small>{esc(FOOTER)}</small></p></body></html>\n")
+                f"<ul>{notes}</ul><p><small>{esc(self.footer)}</small></p></body></html>\n")
 
 
 def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_out, html_out, *,
@@ -294,7 +294,9 @@ def parameter_table(spec: dict, csv_out, md_out, html_out, *, paper: dict | None
                     "parts": json.dumps(parts), "paper": match["values"] if match else None, "paper_note": note})
     df = pd.DataFrame(out)
     _csv_atomic(df, csv_out)
-    grid = Grid(spec["title"], ["model", "ours", "paper", "parts"])
+    grid = Grid(spec["title"], ["model", "ours", "paper", "parts"],
+                footer="ours: trainable parameters (tied weights once) of the configured architectures; paper: "
+                       "shared/paper/prism-paper.txt.")
     for r in out:
         p = f"{r['paper'] / 1000:,.0f}K" if r["paper"] else ""
         parts = ", ".join(f"{k} {v:,}" for k, v in json.loads(r["parts"]).items())
@@ -331,7 +333,8 @@ def hyperparameter_table(spec: dict, csv_out, md_out, html_out, *, paper: dict |
                         "paper": p["values"] if p else None})
     df = pd.DataFrame(out)
     _csv_atomic(df, csv_out)
-    grid = Grid(spec["title"], ["hyper-parameter"] + [f"ours: {a}" for a in names] + ["paper"])
+    grid = Grid(spec["title"], ["hyper-parameter"] + [f"ours: {a}" for a in names] + ["paper"],
+                footer="ours: the configuration's values (architectures.<name>.model and training); paper: Table 9.")
     keys = list(dict.fromkeys(df["key"]))
     keys.sort(key=lambda k: (k not in prow, list(prow).index(k) if k in prow else 0))
     for k in keys:
@@ -364,7 +367,9 @@ def data_statistics_table(spec: dict, stats_files: dict, csv_out, md_out, html_o
                         "paper": r.get("values", {}).get(cell_map.get(c, c))})
     df = pd.DataFrame(out)
     _csv_atomic(df, csv_out)
-    grid = Grid(spec["title"], ["statistic"] + [f"{c} {w}" for c in cells for w in ("ours", "paper")])
+    grid = Grid(spec["title"], ["statistic"] + [f"{c} {w}" for c in cells for w in ("ours", "paper")],
+                footer="ours: computed from this workflow's gene tables, .hic files and ABC predictions; paper: "
+                       "Appendix D, Table 8.")
     for r in prows:
         vals = []
         for c in cells:
