@@ -70,7 +70,7 @@ FOOTPRINT_CELL = "synthA"
 UNMEASURED_CELL = "synthD"
 #: the demo's Prism (config/demo.yaml architectures.prism.model, run_defaults.length): the size of the
 #: "released" checkpoints and of the "pre-trained" Caduceus of the mirror's Hugging Face repositories
-DEMO_PRISM = {"d_model": 16, "n_layer": 2, "d_state": 8, "d_conv": 4, "expand": 2, "confounder_width": 4,
+DEMO_PRISM = {"d_model": 16, "n_layer": 1, "d_state": 8, "d_conv": 4, "expand": 2, "confounder_width": 4,
               "center_len": 2000, "length": 200, "K": 2}
 #: Hugging Face repositories of the mirror, at one pinned (made-up) commit; the cells are the folder names
 #: the released checkpoints use for synthA and synthB, as the authors' use K562 and GM12878
