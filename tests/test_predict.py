@@ -54,3 +54,16 @@ def test_bad_input_is_one_line_naming_the_gene(tmp_path):
     with pytest.raises(ValueError, match="track name 'my track'"):
         write_predictions(GENES, CHROMS, TSS, PRED, tsv, bed, name="my track")
     assert not tsv.exists() and not bed.exists()
+
+
+def test_measured_values_beside_the_predictions(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from prism.predict import write_predictions
+
+    write_predictions(["G1", "G2"], ["chr1", "chr1"], np.array([10, 20]), np.array([1.5, 2.5]),
+                      tmp_path / "p.tsv", tmp_path / "p.bed", name="synthD-prism", measured=np.array([np.nan, 2.0]))
+    df = pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    assert list(df.columns) == ["gene_id", "chrom", "tss", "prediction", "measured"]
+    assert np.isnan(df["measured"][0]) and df["measured"][1] == 2.0

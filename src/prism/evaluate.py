@@ -162,7 +162,7 @@ def predict_cell(model_path, cell: str, data_inputs: dict, tsv_out, bed_out, *, 
     rows = np.arange(len(data))
     pred, _, _ = predict(model, data, rows, device=_device())
     write_predictions(data.gene_id, data.chrom, data.tss, pred, tsv_out, bed_out,
-                      name=f"{cell} {meta['spec_obj'].model_id}", target=data.target)
+                      name=f"{cell}-{meta['spec_obj'].model_id}", measured=data.target)
     log(f"{cell}: predicted {len(rows)} genes with {meta['run']}")
 
 

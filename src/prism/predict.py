@@ -1,7 +1,8 @@
 """Per-gene predictions written for people: a TSV, and a BED of TSS positions for a genome browser.
 
 The TSV has one row per gene in the order given: ``gene_id``, ``chrom``, ``tss`` (0-based), ``prediction``
-(log10(CAGE + 1), the model's scale).
+(log10(CAGE + 1), the model's scale) and, when measured values are given, ``measured`` (empty for a gene, or
+a cell line, without one).
 
 The BED (BED6, sorted by chromosome then position) has one 1-bp feature per TSS:
 ``chrom, tss, tss + 1, name, score, strand``. ``name`` is ``<gene_id>|<prediction>`` so the raw value
@@ -53,7 +54,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_predictions(gene_ids, chroms, tss, predictions, tsv_out, bed_out, *, name: str,
-                      description: str | None = None) -> None:
+                      description: str | None = None, measured=None) -> None:
     """Write per-gene predictions as ``tsv_out`` (TSV) and ``bed_out`` (BED6 with a track line).
 
     gene_ids, chroms: (N,) strings; tss: (N,) 0-based TSS positions; predictions: (N,) floats on the
@@ -81,8 +82,16 @@ def write_predictions(gene_ids, chroms, tss, predictions, tsv_out, bed_out, *, n
             raise DataError(f"{bed_out}: gene {gene_ids[i]!r} on chromosome {chroms[i]!r}: names must not be "
                             f"empty or hold whitespace")
 
-    tsv = ["gene_id\tchrom\ttss\tprediction"]
-    tsv += [f"{g}\t{c}\t{t}\t{p:.6f}" for g, c, t, p in zip(gene_ids, chroms, tss.tolist(), pred.tolist())]
+    if measured is None:
+        tsv = ["gene_id\tchrom\ttss\tprediction"]
+        tsv += [f"{g}\t{c}\t{t}\t{p:.6f}" for g, c, t, p in zip(gene_ids, chroms, tss.tolist(), pred.tolist())]
+    else:
+        y = np.asarray(measured, dtype=np.float64).reshape(-1)
+        if y.shape != (n,):
+            raise ValueError(f"{n} gene ids but {y.size} measured values")
+        tsv = ["gene_id\tchrom\ttss\tprediction\tmeasured"]
+        tsv += [f"{g}\t{c}\t{t}\t{p:.6f}\t{'' if np.isnan(m) else f'{m:.6f}'}"
+                for g, c, t, p, m in zip(gene_ids, chroms, tss.tolist(), pred.tolist(), y.tolist())]
 
     scores = bed_scores(pred)
     lo, hi = (float(pred.min()), float(pred.max())) if n else (0.0, 0.0)
