@@ -106,6 +106,8 @@ def test_training_is_deterministic_and_evaluates(shards, tmp_path):
     assert a["best_step"] == b["best_step"] and a["steps"] == 60
     history = pd.read_csv(tmp_path / "a/history.csv")
     assert {"train", "val"} == set(history["kind"]) and history["step"].max() == 60
+    val_steps = list(history.loc[history["kind"] == "val", "step"])
+    assert val_steps[-1] == 60 and len(val_steps) == len(set(val_steps)) > 1  # the last step is validated too
 
     tests = [(CELL, "full"), (CELL, "drop-h3k27ac"), (CELL, "weighted"), (CELL, "length-100")]
     out = evaluate_run(tmp_path / "a/model.pt", tests, {CELL: inputs(shards)}, tmp_path / "evaluation.json",

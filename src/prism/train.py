@@ -243,6 +243,16 @@ class AtomicModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+class ValidateLastStep(L.Callback):
+    """A validation at the last step too, so that the best model may be the trained one: Lightning
+    validates every ``val_check_interval`` steps only, and max_steps need not be a multiple of it.
+    (Asking to stop at the last step is what makes Lightning validate there.)"""
+
+    def on_train_batch_end(self, trainer, task, outputs, batch, batch_idx):
+        if trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 class ResumeCheckpoint(L.pytorch.callbacks.Checkpoint):
     """``last.ckpt``: every ``every`` steps, on SIGTERM (preemption, scancel, Snakemake stopping a job),
     SIGINT (Ctrl-C) and SIGUSR1, and when training ends (the complete checkpoint a rerun finishes from).
@@ -538,7 +548,7 @@ def train_run(run: Run, inputs: dict[str, dict], arch: dict, training: dict, out
         plugins=[LightningEnvironment()],  # no Lightning SLURM auto-requeue: Snakemake and SLURM own the job
         # Progress first: a checkpoint taken at a step holds that step's history rows
         callbacks=[Progress(out / "history.csv", every=max(1, val_every // 2), log=log), best_cb,
-                   ResumeCheckpoint(last, training.get("checkpoint_every", 500), sampler, log)],
+                   ResumeCheckpoint(last, training.get("checkpoint_every", 500), sampler, log), ValidateLastStep()],
     )
     if last.exists():
         log(f"resuming from {last}")
