@@ -9,6 +9,8 @@ Two levels:
   {overrides}}``. Its name is part of a run's identity (prism.runs), so one table can hold several.
 
 Adding a model is one module plus one :data:`KINDS` entry (and an ``architectures`` entry in config).
+A kind whose authors released checkpoints names its reader in ``importer``; an architecture with
+``released: <weights>`` then has its runs imported from them (prism.released.import_run), not trained.
 This module is imported by the Snakefile: it imports nothing heavy; builders are imported on use.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-__all__ = ["Kind", "KINDS", "kind", "build_model", "VARIANT_KINDS"]
+__all__ = ["Kind", "KINDS", "kind", "build_model", "importer", "VARIANT_KINDS"]
 
 #: test-time variants (prism.evaluate): "full", "drop-<signal>", "weighted", "length-<bp>"
 VARIANT_KINDS = ("full", "drop", "weighted", "length")
@@ -41,6 +43,9 @@ class Kind:
     required_hp: tuple[str, ...] = ()
     #: the kind's hyper-parameters include ``pretrained`` (a directory of weights the model starts from)
     pretrained: bool = False
+    #: "module:function" reading its authors' released Lightning checkpoints (architectures.<name>.released):
+    #: (prism.released.ReferenceCheckpoint, name=, log=) -> prism.released.ImportedCheckpoint; None: none exist
+    importer: str | None = None
 
     def inputs_for(self, hp: dict) -> tuple[str, ...]:
         """Extra inputs of one architecture: Seq2Exp's MACS3 variant reads a fixed mask of MACS3 DNase peaks
@@ -56,8 +61,10 @@ KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
         Kind("prism", "prism.model.prism:build", confounder=True, variants=VARIANT_KINDS,
-             required_hp=_BACKBONE_HP + ("confounder_width",), pretrained=True),
-        Kind("seq2exp", "prism.model.seq2exp:build", inputs=("blacklist",), required_hp=_BACKBONE_HP),
+             required_hp=_BACKBONE_HP + ("confounder_width",), pretrained=True,
+             importer="prism.released:import_prism_checkpoint"),
+        Kind("seq2exp", "prism.model.seq2exp:build", inputs=("blacklist",), required_hp=_BACKBONE_HP,
+             importer="prism.model.seq2exp:import_reference_checkpoint"),
         Kind("enformer", "prism.model.enformer:build", takes_signals=False, variants=("full", "length"),
              pretrained=True),
         Kind("hyenadna", "prism.model.hyena:build", takes_signals=False, variants=("full", "length")),
@@ -82,3 +89,12 @@ def _function(ref: str):
 def build_model(arch: dict, spec, n_features: int):
     """The torch module of one run: ``arch`` is {kind, model: hp, ...}, spec a prism.runs.ModelSpec."""
     return _function(kind(arch["kind"]).builder)(dict(arch["model"]), spec, n_features)
+
+
+def importer(name: str):
+    """The function that reads kind ``name``'s released checkpoints (Kind.importer); ValueError if it has none."""
+    ref = kind(name).importer
+    if ref is None:
+        have = ", ".join(k.name for k in KINDS.values() if k.importer)
+        raise ValueError(f"kind {name!r} has no importer of released checkpoints (kinds with one: {have})")
+    return _function(ref)

@@ -1,4 +1,11 @@
-"""Released weights in and out: the authors' Prism checkpoints and kuleshov-group's pretrained Caduceus.
+"""Released weights in and out: the authors' Prism checkpoints, the machinery every kind's released
+checkpoints go through (Seq2Exp's: prism.model.seq2exp), and kuleshov-group's pretrained Caduceus.
+
+:func:`import_run` turns one released Lightning checkpoint into a run's ``model.pt``: it reads the file
+without running pickled code (:func:`read_reference_checkpoint`), hands it to the importer its kind names
+(prism.archs.Kind.importer: :func:`import_prism_checkpoint` here, ``import_reference_checkpoint`` in
+prism.model.seq2exp), which maps the authors' key names onto ours after :func:`check_keys` has compared
+every key and shape with what the checkpoint claims, and then requires that claim to be the run's.
 
 The authors' checkpoints (Hugging Face model repo ``yangyz1230/Prism``,
 ``ckpt/{cell}/seed_{seed}/mse-<date>+Fold11.ckpt``) are PyTorch Lightning 1.8 checkpoints of their
@@ -47,12 +54,19 @@ __all__ = [
     "PRISM_HF_REPO",
     "PRISM_HF_REVISION",
     "REFERENCE_DEFAULTS",
+    "ImportedCheckpoint",
     "ReferenceCheckpoint",
+    "caduceus_key_shapes",
+    "check_keys",
+    "check_tied",
     "export_reference_state_dict",
+    "import_prism_checkpoint",
     "import_reference_state_dict",
+    "import_run",
     "load_pretrained_caduceus",
     "load_reference_checkpoint",
     "load_reference_model",
+    "lookup_hparam",
     "prism_checkpoint_files",
     "read_reference_checkpoint",
     "reference_config",
@@ -157,6 +171,15 @@ def _arch(d_model: int, n_layer: int, d_state: int = 16, d_conv: int = 4, expand
                 conv_bias=conv_bias, bias=bias, **rest)
 
 
+def caduceus_key_shapes(prefix: str, d_model: int, n_layer: int, *, d_state: int = 16, d_conv: int = 4,
+                        expand: int = 2, dt_rank="auto", conv_bias: bool = True,
+                        bias: bool = False) -> list[tuple[str, tuple]]:
+    """(key, shape) of a Caduceus built with ``ignore_embed_layer`` (a CaduceusMixerModel: layers, norm_f)
+    under ``prefix`` (e.g. ``"caduceus.backbone."``), in state-dict order; every architecture built on
+    their Caduceus shares it (Prism, Seq2Exp's generator and encoder)."""
+    return _backbone_keys(prefix, _arch(d_model, n_layer, d_state, d_conv, expand, dt_rank, conv_bias, bias))
+
+
 def reference_key_shapes(d_model: int = 128, n_layer: int = 4, *, n_signals: int = 3, n_features: int = 9,
                          K: int = 2, cnn_dim: int = 8, prism: bool = True, d_state: int = 16, d_conv: int = 4,
                          expand: int = 2, dt_rank="auto", conv_bias: bool = True,
@@ -204,7 +227,7 @@ def _shape(t) -> str:
     return "nothing" if t is None else "(" + ", ".join(str(int(s)) for s in t) + ")"
 
 
-def _check_keys(state: dict, expected: dict[str, tuple], name: str, what: str) -> None:
+def check_keys(state: dict, expected: dict[str, tuple], name: str, what: str) -> None:
     """Refuse the first key that is extra or misshaped (in the file's order), else the first missing one."""
     for key, tensor in state.items():
         want = expected.get(key)
@@ -217,7 +240,7 @@ def _check_keys(state: dict, expected: dict[str, tuple], name: str, what: str) -
             raise DataError(f"{name}: key '{key}' has shape nothing in the checkpoint, {what} needs {_shape(want)}")
 
 
-def _check_tied(state: dict, prefix: str, n_layer: int, name: str) -> None:
+def check_tied(state: dict, prefix: str, n_layer: int, name: str) -> None:
     """mamba_rev's in/out projections are mamba_fwd's (bidirectional_weight_tie): both names, one tensor."""
     import torch
 
@@ -339,11 +362,13 @@ def read_reference_checkpoint(path: str | Path, *, trusted: bool = False) -> Ref
 # ---------------------------------------------------------------------------- hyper-parameters
 
 
-_INTERPOLATION = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
+#: a plain interpolation: absolute ``${a.b}`` or relative to the node's parent (``${.b}``, ``${..b}``)
+_INTERPOLATION = re.compile(r"^\$\{(\.*)([A-Za-z_][\w.]*)\}$")
 
 
-def _lookup(tree: dict, dotted: str, default=None, _depth: int = 0):
-    """tree['a']['b'] for 'a.b', following plain ``${x.y}`` interpolations; ``default`` when absent."""
+def lookup_hparam(tree: dict, dotted: str, default=None, _depth: int = 0):
+    """tree['a']['b'] for 'a.b', following plain interpolations (``${x.y}``, and OmegaConf's relative
+    ``${.y}`` = a sibling, ``${..y}`` = a sibling of the parent); ``default`` when absent."""
     node = tree
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -352,7 +377,13 @@ def _lookup(tree: dict, dotted: str, default=None, _depth: int = 0):
     if isinstance(node, str):
         m = _INTERPOLATION.match(node)
         if m and _depth < 10:
-            return _lookup(tree, m.group(1), default, _depth + 1)
+            dots, target = len(m.group(1)), m.group(2)
+            if dots:  # relative: one dot is the containing node, each further dot one level up
+                parent = dotted.split(".")[:-1]
+                if dots - 1 > len(parent):
+                    raise ValueError(f"hyper-parameter {dotted} is {node!r}, which points above the config's root")
+                target = ".".join(parent[:len(parent) - (dots - 1)] + [target])
+            return lookup_hparam(tree, target, default, _depth + 1)
         if "${" in node:
             raise ValueError(f"hyper-parameter {dotted} is the expression {node!r}, which is not resolved here")
     return node
@@ -371,9 +402,9 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
     defaulted = []
 
     def get(dotted: str, fallback=None):
-        value = _lookup(hp, dotted)
+        value = lookup_hparam(hp, dotted)
         if value is None:
-            value = _lookup(REFERENCE_DEFAULTS, dotted, fallback)
+            value = lookup_hparam(REFERENCE_DEFAULTS, dotted, fallback)
             defaulted.append(dotted)
         return value
 
@@ -390,8 +421,8 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
         need(mc + key, want)
     if float(get(mc + "norm_epsilon")) != 1e-5:
         raise ValueError(f"{name}: {mc}norm_epsilon is {get(mc + 'norm_epsilon')!r}; our RMSNorm uses 1e-5")
-    if float(_lookup(hp, mc + "gaussian_kernel_t", _GAUSSIAN_KERNEL_T)) != _GAUSSIAN_KERNEL_T:
-        raise ValueError(f"{name}: {mc}gaussian_kernel_t is {_lookup(hp, mc + 'gaussian_kernel_t')!r}; "
+    if float(lookup_hparam(hp, mc + "gaussian_kernel_t", _GAUSSIAN_KERNEL_T)) != _GAUSSIAN_KERNEL_T:
+        raise ValueError(f"{name}: {mc}gaussian_kernel_t is {lookup_hparam(hp, mc + 'gaussian_kernel_t')!r}; "
                          f"our uniform loss uses t = 2")
     n_signals = int(get(mc + "signal_size"))
     if not 1 <= n_signals <= len(_REFERENCE_SIGNALS):
@@ -407,7 +438,7 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
     elif hparams is None:
         K = int(get(mc + "n_context"))  # test.sh's N_CONTEXT
     else:
-        K = int(_lookup(hp, mc + "n_context", 4))  # GeneExpformer.Prism's default when the config has none
+        K = int(lookup_hparam(hp, mc + "n_context", 4))  # GeneExpformer.Prism's default when the config has none
     model_cfg = {
         "d_model": int(get(mc + "d_model")),
         "n_layer": int(get(mc + "n_layer")),
@@ -426,9 +457,9 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
         "retention": 1.0,
     }
     info = {
-        "cell": _lookup(hp, "dataset.cell_type"),
-        "seed": _lookup(hp, "train.seed"),
-        "expr_type": _lookup(hp, "dataset.expr_type"),
+        "cell": lookup_hparam(hp, "dataset.cell_type"),
+        "seed": lookup_hparam(hp, "train.seed"),
+        "expr_type": lookup_hparam(hp, "dataset.expr_type"),
         "residual_in_fp32": get(mc + "residual_in_fp32"),
         "defaulted": sorted(set(defaulted)),
     }
@@ -455,8 +486,8 @@ def _describe(model_cfg: dict, settings: dict) -> str:
 def import_reference_state_dict(theirs: dict, model_cfg: dict, settings: dict, *, name: str = "checkpoint") -> dict:
     """Their state dict (no Lightning prefix) -> ours, after checking every key and shape against the
     architecture that model_cfg and settings describe (one-line DataError for the first bad key)."""
-    _check_keys(theirs, _expected_reference_shapes(model_cfg, settings), name, _describe(model_cfg, settings))
-    _check_tied(theirs, "caduceus.backbone.", model_cfg["n_layer"], name)
+    check_keys(theirs, _expected_reference_shapes(model_cfg, settings), name, _describe(model_cfg, settings))
+    check_tied(theirs, "caduceus.backbone.", model_cfg["n_layer"], name)
     return {_to_ours(k): v for k, v in theirs.items()}
 
 
@@ -476,15 +507,32 @@ def export_reference_state_dict(ours: dict, *, lightning_prefix: bool = True) ->
     return {prefix + k: v for _, k, v in renamed}
 
 
+class ImportedCheckpoint(typing.NamedTuple):
+    """An authors' checkpoint read by its kind's importer (prism.archs.Kind.importer)."""
+
+    state_dict: dict  # our key names, loads strictly into the model that hp and settings build
+    hp: dict  # the hyper-parameters it claims, in our names (a subset of architectures.<name>.model)
+    settings: dict  # the run settings it claims (prism.runs.ModelSpec: length, signals, ...)
+    info: dict  # cell, seed and what was taken from the released configs because the checkpoint lacked it
+
+
+def import_prism_checkpoint(ckpt: ReferenceCheckpoint, *, name: str = "checkpoint",
+                            log: Callable[[str], None] = print) -> ImportedCheckpoint:
+    """The Prism kind's importer: their GeneExpformer.Prism checkpoint -> our PrismModel's names, after
+    checking every key and shape against the architecture its hyper-parameters claim."""
+    if ckpt.hparams is None:
+        log(f"{name}: no hyper_parameters saved; assuming the released models' settings (test.sh)")
+    model_cfg, settings, info = reference_config(ckpt.hparams, name=name)
+    if ckpt.hparams is not None and info["defaulted"]:
+        log(f"{name}: not in its hyper_parameters, taken from the released configs: {', '.join(info['defaulted'])}")
+    ours = import_reference_state_dict(ckpt.state_dict, model_cfg, settings, name=name)
+    return ImportedCheckpoint(ours, model_cfg, settings, info)
+
+
 def _load_reference(path, trusted: bool, log: Callable[[str], None]):
     ckpt = read_reference_checkpoint(path, trusted=trusted)
-    if ckpt.hparams is None:
-        log(f"{path}: no hyper_parameters saved; assuming the released models' settings (test.sh)")
-    model_cfg, settings, info = reference_config(ckpt.hparams, name=str(path))
-    if ckpt.hparams is not None and info["defaulted"]:
-        log(f"{path}: not in its hyper_parameters, taken from the released configs: {', '.join(info['defaulted'])}")
-    ours = import_reference_state_dict(ckpt.state_dict, model_cfg, settings, name=str(path))
-    return ours, model_cfg, settings, info, ckpt.meta
+    got = import_prism_checkpoint(ckpt, name=str(path), log=log)
+    return got.state_dict, got.hp, got.settings, got.info, ckpt.meta
 
 
 def load_reference_checkpoint(path: str | Path, *, trusted: bool = False,
@@ -641,8 +689,8 @@ def load_pretrained_caduceus(model_dir: str | Path, *, n_token_bias: bool = Fals
                 state[rev_key] = state[fwd_key]
     what = (f"the architecture its config.json claims (d_model {arch['d_model']}, n_layer {arch['n_layer']}, "
             f"d_state {arch['d_state']}, expand {backbone_cfg['expand']})")
-    _check_keys(state, expected, name, what)
-    _check_tied(state, prefix, arch["n_layer"], name)
+    check_keys(state, expected, name, what)
+    check_tied(state, prefix, arch["n_layer"], name)
 
     emb = state.pop(emb_key).float()  # (vocab, d_model)
     backbone_state = {k[len(prefix):]: v for k, v in state.items()}
@@ -657,36 +705,46 @@ def load_pretrained_caduceus(model_dir: str | Path, *, n_token_bias: bool = Fals
 # --------------------------------------------------------------------------- into the workflow's runs
 
 
-def import_run(ckpt_path: str | Path, run, arch: dict, out: str | Path, *, log: Callable[[str], None] = print) -> dict:
-    """An authors' checkpoint as the ``model.pt`` of ``run`` (an architecture with ``released:``), in the
-    format prism.train writes, so the one evaluation rule scores it. The checkpoint's own settings and
-    sizes must be the run's: a checkpoint of another model is refused with one line."""
+def import_run(ckpt_path: str | Path, run, arch: dict, out: str | Path, *, trusted: bool = False,
+               log: Callable[[str], None] = print) -> dict:
+    """An authors' Lightning checkpoint as the ``model.pt`` of ``run`` (an architecture with ``released:``),
+    in the format prism.train writes, so the one evaluation rule scores it.
+
+    The architecture's kind names the importer that reads its authors' layout (prism.archs.Kind.importer:
+    Prism, Seq2Exp). What the checkpoint claims (its settings and hyper-parameters) must be the run's and
+    ``architectures.<name>.model``'s, and its keys and shapes must fit that claim: anything else is
+    refused with one line naming the file and the first key or setting at fault.
+    """
     import os
 
     import torch
 
+    from prism.archs import importer
     from prism.evaluate import build_model, spec_of
 
-    ours, model_cfg, settings = load_reference_checkpoint(ckpt_path, log=log)
-    spec = spec_of({**settings, "arch": run.model.arch}, arch)
+    name = str(ckpt_path)
+    read = importer(arch["kind"])
+    got = read(read_reference_checkpoint(ckpt_path, trusted=trusted), name=name, log=log)
+    spec = spec_of({**got.settings, "arch": run.model.arch}, arch)
     if spec.model_id != run.model.model_id:
-        raise DataError(f"{ckpt_path}: the checkpoint is {spec.model_id}, but run {run.path} is {run.model.model_id}")
-    for key, value in model_cfg.items():
+        raise DataError(f"{name}: the checkpoint is {spec.model_id}, but run {run.path} is {run.model.model_id}")
+    for key, value in got.hp.items():
         if key in arch["model"] and arch["model"][key] != value:
-            raise DataError(f"{ckpt_path}: the checkpoint has {key} {value}, architectures.{arch['name']}.model "
+            raise DataError(f"{name}: the checkpoint has {key} {value}, architectures.{arch['name']}.model "
                             f"says {arch['model'][key]}")
     model = build_model(arch, spec)
-    model.load_state_dict(ours, strict=True)
+    model.load_state_dict(got.state_dict, strict=True)
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     meta = {"state_dict": model.state_dict(), "run": run.path, "cells": list(run.cells), "spec": spec.as_dict(),
             "arch": dict(arch), "model_cfg": dict(arch["model"]), "best_val_mse": None, "best_step": None,
-            "steps": None, "parameters": n, "source": str(ckpt_path)}
+            "steps": None, "parameters": n, "source": name,
+            "reference": {"cell": got.info.get("cell"), "seed": got.info.get("seed")}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save(meta, tmp)
     os.replace(tmp, out)
-    log(f"imported {ckpt_path} as {out} ({n:,} parameters, {spec.model_id})")
+    log(f"imported {name} as {out} ({n:,} parameters, {spec.model_id})")
     return meta
 
 
