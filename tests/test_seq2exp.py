@@ -1,4 +1,4 @@
-"""Seq2Exp (soft, hard) and its MACS3 variant: shapes, mask rules, prior, gradients, counts, reference weights."""
+"""Seq2Exp (soft, hard) and its MACS3 variant: shapes, mask rules, prior, gradients, counts."""
 
 import pytest
 import torch
@@ -7,13 +7,7 @@ import torch.nn.functional as F
 from prism.data import Batch
 from prism.genes import DataError
 from prism.model.prism import PrismModel, count_parameters
-from prism.model.seq2exp import (
-    HP_KEYS,
-    REFERENCE_SIGNALS,
-    build,
-    ours_to_reference_state_dict,
-    reference_state_dict_to_ours,
-)
+from prism.model.seq2exp import HP_KEYS, build
 from prism.runs import ModelSpec
 
 # Seq2Exp.sh's two runs over gene_express_bimamba_MI_RNP.yaml, and MACS3 (use_peak_mask) over the soft one
@@ -304,66 +298,4 @@ def test_param_groups():
     assert id(m.pos_emb) not in no_decay and id(m.mask_output.weight) not in no_decay
 
 
-def reference_keys(n_layer, generator=True, pos_enc=False):
-    """State-dict keys of the reference GeneBiMambaMIRNP, from its module tree (Caduceus -> .backbone ->
-    layers[i] (mamba_ssm Block: .mixer BiMambaWrapper (.mamba_fwd, .mamba_rev), .norm) and .norm_f)."""
-    mamba = ["in_proj.weight", "conv1d.weight", "conv1d.bias", "x_proj.weight", "dt_proj.weight", "dt_proj.bias",
-             "A_log", "D", "out_proj.weight"]
-
-    def caduceus(name):
-        keys = []
-        for i in range(n_layer):
-            keys += [f"{name}.backbone.layers.{i}.mixer.{d}.{k}" for d in ("mamba_fwd", "mamba_rev") for k in mamba]
-            keys.append(f"{name}.backbone.layers.{i}.norm.weight")
-        return keys + [f"{name}.backbone.norm_f.weight"]
-
-    keys = ["seq_input_layer.weight", "seq_input_layer.bias", "signal_input_layer.weight", "signal_input_layer.bias"]
-    keys += ["pos_emb"] if pos_enc else []
-    if generator:
-        keys += caduceus("generator") + ["prior_weights", "signal_betas", "mask_output.weight", "mask_output.bias"]
-    keys += caduceus("encoder")  # its own Caduceus, or (enc_prd_ps) the generator under a second name
-    return keys + [f"pToExpr.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")]
-
-
-@pytest.mark.parametrize("setting,generator,pos_enc", [(SOFT, True, False), (HARD, True, True), (MACS3, False, False)],
-                         ids=["soft", "hard", "macs3"])
-def test_reference_state_dict_round_trip(setting, generator, pos_enc):
-    m = model(setting, n_layer=2, gen_n_layer=2)
-    ours = m.state_dict()
-    keys = reference_keys(2, generator=generator, pos_enc=pos_enc)
-    assert len(keys) == len(ours) == len(set(keys))
-    shapes = {k: v.shape for k, v in ours_to_reference_state_dict(ours).items()}
-    assert sorted(shapes) == sorted(keys)
-    g = torch.Generator().manual_seed(1)
-    theirs = {f"model.{k}": torch.randn(shapes[k], generator=g) for k in keys}  # a Lightning checkpoint's layout
-    for k in keys:  # tied weights hold one tensor under each of their names
-        if setting["enc_prd_ps"] and k.startswith("encoder."):  # generator and encoder are one module
-            theirs[f"model.{k}"] = theirs[f"model.generator.{k[len('encoder.'):]}"]
-    for k in keys:
-        if ".mamba_rev.in_proj." in k or ".mamba_rev.out_proj." in k:  # shared with mamba_fwd
-            theirs[f"model.{k}"] = theirs[f"model.{k.replace('mamba_rev', 'mamba_fwd')}"]
-    mapped = reference_state_dict_to_ours(theirs)
-    m.load_state_dict(mapped, strict=True)
-    back = ours_to_reference_state_dict(m.state_dict())
-    assert sorted(back) == sorted(keys)
-    assert all(torch.equal(back[k], theirs[f"model.{k}"]) for k in keys)
-
-
-def test_reference_signal_order_and_unmatched_keys():
-    order = ("dnase", "hic", "h3k27ac")
-    m = model(SOFT, signals=order)
-    theirs = ours_to_reference_state_dict(model(SOFT).state_dict())
-    theirs["signal_input_layer.weight"] = torch.arange(24.0).view(8, 3)  # columns: h3k27ac, dnase, hic
-    mapped = reference_state_dict_to_ours(theirs, signals=order)
-    assert torch.equal(mapped["sig_emb.weight"][:, 0], theirs["signal_input_layer.weight"][:, 1])
-    assert torch.equal(mapped["signal_betas"], torch.tensor([0.2, 1.0, 1.5]))
-    m.load_state_dict(mapped)
-    assert torch.equal(m.signal_betas, torch.tensor([0.2, 1.0, 1.5]))
-    assert torch.equal(ours_to_reference_state_dict(mapped, signals=order)["signal_input_layer.weight"],
-                       theirs["signal_input_layer.weight"])
-    with pytest.raises(ValueError, match="'generator.backbone.embeddings.word_embeddings.weight'") as exc_info:
-        reference_state_dict_to_ours({**theirs, "generator.backbone.embeddings.word_embeddings.weight": torch.zeros(1)})
-    assert one_line_error(exc_info)
-    with pytest.raises(ValueError, match="reference weights hold signals"):
-        reference_state_dict_to_ours(theirs, signals=("h3k27ac", "dnase"))
-    assert REFERENCE_SIGNALS == SIGNALS
+# The reference's state-dict layout (their checkpoints in and out) is tested in tests/test_released.py.

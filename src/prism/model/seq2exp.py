@@ -28,6 +28,11 @@ centre wins). The encoder reads ``(seq_emb + sig_emb) * mask``; the head is Pris
 Loss (``extract_rationale_loss``): smooth_l1(pred, y) + kl_loss_weight * KL, the KL averaged over
 every base of the batch.
 
+Their released Lightning checkpoints (Hugging Face xingyusu/GeneExp_Seq2Exp) are this kind's importer's
+(:func:`import_reference_checkpoint`, prism.archs): their state-dict layout is derived from the settings
+(:func:`reference_key_shapes`) and mapped both ways (:func:`reference_state_dict_to_ours`,
+:func:`ours_to_reference_state_dict`); see the section at the end of this module.
+
 Where this module departs from the reference code, on purpose:
 - For L <= center_len the whole input is the central window (the reference slices with a negative start).
 - The Beta distributions are computed in float32 (the reference ran them under bf16 autocast).
@@ -54,8 +59,12 @@ __all__ = [
     "REFERENCE_SIGNALS",
     "Seq2ExpConfig",
     "Seq2ExpModel",
+    "REFERENCE_DEFAULTS",
     "build",
+    "import_reference_checkpoint",
     "ours_to_reference_state_dict",
+    "reference_config",
+    "reference_key_shapes",
     "reference_state_dict_to_ours",
 ]
 
@@ -161,6 +170,17 @@ def _per_signal(hp: dict, key: str, signals: Sequence[str]) -> tuple:
     return tuple(float(table[s]) for s in signals)
 
 
+def _config(hp: dict, signals: tuple, length: int, n_features: int) -> Seq2ExpConfig:
+    """hp (every key of HP_KEYS) and the run's signals and length -> the model's config."""
+    values = {k: hp[k] for k in HP_KEYS}
+    if hp["mask"] == "learned":
+        values["prior_beta"] = _per_signal(hp, "prior_beta", signals)
+        values["prior_weight"] = _per_signal(hp, "prior_weight", signals)
+    else:  # no prior without a generator
+        values["prior_beta"] = values["prior_weight"] = ()
+    return Seq2ExpConfig(**values, length=int(length), signals=tuple(signals), n_features=int(n_features))
+
+
 def build(hp: dict, spec, n_features: int) -> "Seq2ExpModel":
     """The model-module contract: hp (every key of HP_KEYS; prior_beta and prior_weight map signal
     names to numbers), spec (.length, .signals) and the number of extra gene features."""
@@ -170,15 +190,7 @@ def build(hp: dict, spec, n_features: int) -> "Seq2ExpModel":
     unknown = [k for k in hp if k not in HP_KEYS]
     if unknown:
         raise ValueError(f"seq2exp: unknown hp key {unknown[0]!r}")
-    signals = tuple(spec.signals)
-    values = {k: hp[k] for k in HP_KEYS}
-    if hp["mask"] == "learned":
-        values["prior_beta"] = _per_signal(hp, "prior_beta", signals)
-        values["prior_weight"] = _per_signal(hp, "prior_weight", signals)
-    else:  # no prior without a generator
-        values["prior_beta"] = values["prior_weight"] = ()
-    config = Seq2ExpConfig(**values, length=int(spec.length), signals=signals, n_features=int(n_features))
-    return Seq2ExpModel(config)
+    return Seq2ExpModel(_config(hp, tuple(spec.signals), spec.length, n_features))
 
 
 class Seq2ExpModel(nn.Module):
@@ -367,72 +379,282 @@ class Seq2ExpModel(nn.Module):
         return adamw_param_groups(self, weight_decay)
 
 
-# Reference module names (GeneBiMambaMIRNP's attributes; its Caduceus wraps the blocks in ``.backbone``)
-# mapped to ours: (their prefix, our prefix, the names allowed after either). A Lightning checkpoint of
-# the reference holds them under ``model.`` (the LightningModule's attribute).
-_MAMBA = r"(in_proj\.weight|conv1d\.(weight|bias)|x_proj\.weight|dt_proj\.(weight|bias)|A_log|D|out_proj\.weight)"
-_BACKBONE = rf"(layers\.\d+\.mixer\.mamba_(fwd|rev)\.{_MAMBA}|layers\.\d+\.norm\.weight|norm_f\.weight)"
-_LINEAR = r"(weight|bias)"
-_RULES = (
-    ("seq_input_layer.", "seq_emb.", _LINEAR),
-    ("signal_input_layer.", "sig_emb.", _LINEAR),
-    ("generator.backbone.", "generator.", _BACKBONE),
-    ("encoder.backbone.", "encoder.", _BACKBONE),
-    ("mask_output.", "mask_output.", _LINEAR),
-    ("pToExpr.", "head.", r"[024]\.(weight|bias)"),
-    ("pos_emb", "pos_emb", ""),
-    ("prior_weights", "prior_weights", ""),
-    ("signal_betas", "signal_betas", ""),
+# ------------------------------------------------------------------ the authors' released checkpoints
+#
+# Their Lightning checkpoint (Hugging Face xingyusu/GeneExp_Seq2Exp; written by train.py's
+# SequenceLightningModule, which keeps the network in ``self.model``) holds GeneBiMambaMIRNP's state dict
+# under ``model.``. Facts from GitHub divelab/AIRS, OpenBio/Seq2Exp:
+# - src/models/sequence/GeneExpformer.py, GeneBiMambaMIRNP.__init__ registers, in this order,
+#   seq_input_layer (Linear(base_size, d_model)), signal_input_layer (Linear(signal_size, d_model), with
+#   interact 'concat'), pos_emb (Parameter (1, seq_range, d_model), with pos_enc), then, for a learned mask,
+#   generator (Caduceus(n_layer = gen_n_layer, ignore_embed_layer)), prior_weights and signal_betas
+#   (Parameters, requires_grad = dist_param_grad), mask_output (Linear(d_model, 2)); then encoder (the
+#   generator itself with enc_prd_ps, else Caduceus(n_layer = enc_n_layer)) and pToExpr. A state dict
+#   lists a module's own parameters before its submodules', and a module registered under two names
+#   (enc_prd_ps) under both.
+# - caduceus/modeling_caduceus.py: Caduceus.backbone is a CaduceusMixerModel (layers, norm_f; no
+#   embeddings with ignore_embed_layer), each layer mamba_ssm 1.1.2's Block around BiMambaWrapper, as in
+#   Prism's checkpoints (prism.released.caduceus_key_shapes).
+# - configs/model/gene_express_bimamba_MI_RNP.yaml, configs/experiment/hg38/gene_express.yaml,
+#   configs/task/extract_rationale.yaml and Seq2Exp.sh: the hyper-parameters, by these names.
+
+LIGHTNING_PREFIX = "model."
+
+#: their GeneBiMambaMIRNP prefix -> ours, in their state-dict order (own parameters first)
+_PREFIX_MAP = (
+    ("pos_emb", "pos_emb"),
+    ("prior_weights", "prior_weights"),
+    ("signal_betas", "signal_betas"),
+    ("seq_input_layer.", "seq_emb."),
+    ("signal_input_layer.", "sig_emb."),
+    ("generator.backbone.", "generator."),
+    ("mask_output.", "mask_output."),
+    ("encoder.backbone.", "encoder."),
+    ("pToExpr.", "head."),
 )
 #: keys whose axis runs over the signals, and that axis: the reference orders them as REFERENCE_SIGNALS
 _SIGNAL_AXIS = {"sig_emb.weight": 1, "prior_weights": 0, "signal_betas": 0}
-LIGHTNING_PREFIX = "model."
+
+#: their model's settings where a checkpoint's hyper-parameters lack one: the model config
+#: (gene_express_bimamba_MI_RNP.yaml), the experiment (gene_express.yaml: seq_range 200_000) and
+#: Seq2Exp.sh's soft run (kl_loss_weight 0.01, prior_scale_factor 10, marginal_mean 0.1, beta_min 1)
+REFERENCE_DEFAULTS = {
+    "model": {"_name_": "BiMambaMIRNP", "config": {
+        "d_model": 128, "enc_n_layer": 4, "center_len": 2000, "interact": "concat", "gen_signal": False,
+        "prior_signal": "all", "prior_beta": "1.5,0.2,1.0", "prior_weight": "2,2,1", "prior_scale_factor": 10.0,
+        "merge_peak_mask": False, "post_sample": True, "sample_threshold": 0.5, "post_dist": "beta",
+        "post_hard_dist": False, "decouple_x": True, "only_x_sig": False, "use_include_list": False,
+        "marginal_mean": 0.1, "marginal_scale": 10.0, "use_bio_mask": False, "use_peak_mask": False,
+        "use_mask_model": False, "enc_prd_ps": False, "pos_enc": False, "pool_mask": 0, "beta_min": 1.0,
+        "z_scale": 1.0, "test_top": False, "test_soft": True, "test_hard": False, "base_size": 4,
+        "signal_size": 3, "rna_feat_dim": 9, "useRNAFeat": True, "rms_norm": True, "norm_epsilon": 1e-5,
+        "bidirectional": True, "bidirectional_strategy": "add", "bidirectional_weight_tie": True, "rcps": False,
+        "ssm_cfg": {"d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": "auto", "conv_bias": True, "bias": False},
+    }},
+    "task": {"loss": {"kl_loss_weight": 0.01, "select_weight": 0.0, "continuity_weight": 0.0,
+                      "bio_mask_weight": 0.0}},
+    "dataset": {"seq_range": 200_000},
+}
 
 
-def _rename(name: str, source: int) -> str | None:
-    """Map a key from one naming (source 0 = reference, 1 = ours) to the other; None if no rule fits."""
-    for rule in _RULES:
-        prefix, rest = rule[source], name[len(rule[source]):]
-        if name.startswith(prefix) and re.fullmatch(rule[2], rest):
-            return rule[1 - source] + rest
-    return None
+def reference_key_shapes(config: Seq2ExpConfig) -> dict[str, tuple]:
+    """{key: shape} of their GeneBiMambaMIRNP state dict (no Lightning prefix), in its order, for the model
+    ``config`` describes (its signals are the checkpoint's channels). Derived from their module tree (see
+    above), not from ours."""
+    from prism.released import caduceus_key_shapes
+
+    c, d, n_signals = config, config.d_model, len(config.signals)
+    caduceus = partial(caduceus_key_shapes, d_model=d, d_state=c.d_state, d_conv=c.d_conv, expand=c.expand)
+    out = [("pos_emb", (1, c.length, d))] if c.pos_enc else []
+    if c.mask == "learned":
+        out += [("prior_weights", (n_signals,)), ("signal_betas", (n_signals,))]
+    out += [("seq_input_layer.weight", (d, 4)), ("seq_input_layer.bias", (d,))]
+    if n_signals:
+        out += [("signal_input_layer.weight", (d, n_signals)), ("signal_input_layer.bias", (d,))]
+    if c.mask == "learned":
+        out += caduceus("generator.backbone.", n_layer=c.gen_n_layer)
+        out += [("mask_output.weight", (2, d)), ("mask_output.bias", (2,))]
+    out += caduceus("encoder.backbone.", n_layer=c.n_layer)
+    out += [("pToExpr.0.weight", (d, d + c.n_features)), ("pToExpr.0.bias", (d,)),
+            ("pToExpr.2.weight", (d, d)), ("pToExpr.2.bias", (d,)),
+            ("pToExpr.4.weight", (1, d)), ("pToExpr.4.bias", (1,))]
+    return dict(out)
 
 
-def _signal_order(signals: Sequence[str]) -> list[int]:
-    if sorted(signals) != sorted(REFERENCE_SIGNALS):
-        raise ValueError(f"seq2exp: reference weights hold signals {list(REFERENCE_SIGNALS)}, not {list(signals)}")
-    return [REFERENCE_SIGNALS.index(s) for s in signals]
+def _rename(key: str, source: int) -> str:
+    """A key from one naming (0: theirs, 1: ours) to the other; KeyError when no module has it."""
+    for names in _PREFIX_MAP:
+        prefix = names[source]
+        if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
+            return names[1 - source] + key[len(prefix):]
+    raise KeyError(key)
 
 
-def reference_state_dict_to_ours(sd: Mapping[str, torch.Tensor], signals: Sequence[str] = REFERENCE_SIGNALS) -> dict:
-    """A state dict of the reference ``GeneBiMambaMIRNP`` (bare, or a Lightning checkpoint's
-    ``state_dict``, keys under ``model.``) -> one that loads into Seq2ExpModel.
+def _signal_order(signals: Sequence[str], n: int) -> list[int]:
+    """Index into the reference's first ``n`` channels of each of our signals (a permutation of them)."""
+    theirs = REFERENCE_SIGNALS[:n]
+    if sorted(signals) != sorted(theirs):
+        raise ValueError(f"seq2exp: the reference weights hold signals {list(theirs)}, not {list(signals)}")
+    return [theirs.index(s) for s in signals]
 
-    ``signals``: our channel order; the signal-indexed tensors are permuted from REFERENCE_SIGNALS to it.
+
+def _describe(c: Seq2ExpConfig) -> str:
+    what = "Seq2Exp, MACS3 mask" if c.mask == "macs3" else ("Seq2Exp-hard" if c.test_hard else "Seq2Exp-soft")
+    return (f"the architecture it claims ({what}, d_model {c.d_model}, encoder {c.n_layer} and generator "
+            f"{c.gen_n_layer} layers, {len(c.signals)} signals, {c.length:,} bp)")
+
+
+def reference_state_dict_to_ours(theirs: Mapping[str, torch.Tensor], config: Seq2ExpConfig, *,
+                                 name: str = "state dict") -> dict:
+    """Their GeneBiMambaMIRNP state dict (bare names, or a Lightning checkpoint's ``model.``-prefixed
+    ones) -> one that loads strictly into ``Seq2ExpModel(config)``.
+
+    Every key and shape is checked against :func:`reference_key_shapes` first: the first key that is
+    extra, missing or misshaped is a one-line DataError naming it and both shapes. So are tied weights
+    that differ (mamba_rev's projections are mamba_fwd's; with enc_prd_ps the encoder is the generator)
+    and prior tensors that disagree with the hyper-parameters (prior_beta, prior_weight). The
+    signal-indexed tensors are permuted from the reference's channel order to ``config.signals``'.
     """
-    perm = _signal_order(signals)
+    from prism.released import check_keys, check_tied
+
+    c = config
+    state = {(k[len(LIGHTNING_PREFIX):] if k.startswith(LIGHTNING_PREFIX) else k): v for k, v in theirs.items()}
+    check_keys(state, reference_key_shapes(c), name, _describe(c))
+    for prefix, n_layer in (("generator.backbone.", c.gen_n_layer), ("encoder.backbone.", c.n_layer)):
+        check_tied(state, prefix, n_layer, name)
+    if c.enc_prd_ps:  # one module under two names: the same tensors
+        for key in state:
+            if key.startswith("encoder.backbone."):
+                twin = "generator." + key[len("encoder."):]
+                if not torch.equal(state[key], state[twin]):
+                    raise DataError(f"{name}: key '{key}' differs from '{twin}' (enc_prd_ps: the encoder is the "
+                                    f"generator, one tensor)")
+    perm = torch.tensor(_signal_order(c.signals, len(c.signals)), dtype=torch.long)
     out = {}
-    for key in sd:
-        ours = _rename(key[len(LIGHTNING_PREFIX):] if key.startswith(LIGHTNING_PREFIX) else key, 0)
-        if ours is None:
-            raise ValueError(f"seq2exp: no Seq2ExpModel module for reference key {key!r}")
-        value = sd[key]
-        if ours in _SIGNAL_AXIS:
-            value = value.index_select(_SIGNAL_AXIS[ours], torch.tensor(perm))
-        out[ours] = value
+    for key, value in state.items():
+        ours = _rename(key, 0)
+        out[ours] = value.index_select(_SIGNAL_AXIS[ours], perm) if ours in _SIGNAL_AXIS else value
+    if c.mask == "learned":
+        w = torch.tensor(c.prior_weight, dtype=torch.float64)
+        for key, want, hp in (("signal_betas", torch.tensor(c.prior_beta, dtype=torch.float64), "prior_beta"),
+                              ("prior_weights", torch.log(w / w.sum()), "prior_weight")):
+            got = out[key].double()
+            if not torch.allclose(got, want, rtol=0, atol=1e-6):
+                raise DataError(f"{name}: key '{key}' holds {[round(v, 4) for v in got.tolist()]}, but {hp} "
+                                f"{list(getattr(c, hp))} gives {[round(v, 4) for v in want.tolist()]} "
+                                f"(signals {list(c.signals)})")
     return out
 
 
-def ours_to_reference_state_dict(sd: Mapping[str, torch.Tensor], signals: Sequence[str] = REFERENCE_SIGNALS) -> dict:
-    """Inverse of reference_state_dict_to_ours (bare reference names, no ``model.`` prefix)."""
-    perm = _signal_order(signals)
-    inverse = [perm.index(i) for i in range(len(perm))]
-    out = {}
+def ours_to_reference_state_dict(sd: Mapping[str, torch.Tensor], signals: Sequence[str] = REFERENCE_SIGNALS, *,
+                                 lightning_prefix: bool = False) -> dict:
+    """Our Seq2ExpModel state dict -> theirs, in their state-dict order (the inverse of
+    reference_state_dict_to_ours); ``signals`` is our channel order. Tensors are shared unless permuted.
+    Every key of ours must map (a KeyError names one that does not)."""
+    perm = _signal_order(signals, len(signals))
+    inverse = torch.tensor([perm.index(i) for i in range(len(perm))], dtype=torch.long)
+    rank = {names[1]: i for i, names in enumerate(_PREFIX_MAP)}
+    renamed = []
     for key, value in sd.items():
         theirs = _rename(key, 1)
-        if theirs is None:
-            raise ValueError(f"seq2exp: no reference module for key {key!r}")
+        ours_prefix = next(n[1] for n in _PREFIX_MAP if key == n[1] or (n[1].endswith(".") and key.startswith(n[1])))
         if key in _SIGNAL_AXIS:
-            value = value.index_select(_SIGNAL_AXIS[key], torch.tensor(inverse))
-        out[theirs] = value
-    return out
+            value = value.index_select(_SIGNAL_AXIS[key], inverse)
+        renamed.append((rank[ours_prefix], theirs, value))
+    renamed.sort(key=lambda r: r[0])  # stable: within a module our order is theirs
+    prefix = LIGHTNING_PREFIX if lightning_prefix else ""
+    return {prefix + k: v for _, k, v in renamed}
+
+
+def _csv_numbers(value, dotted: str, name: str) -> tuple[float, ...]:
+    """Their comma-separated prior strings ("1.5,0.2,1.0"), or a list, as floats."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        return tuple(float(x) for x in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {dotted} is {value!r}, not comma-separated numbers") from None
+
+
+def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple[dict, dict, dict]:
+    """Their Hydra config (a checkpoint's hyper_parameters, as plain dicts) -> (hp, settings, info).
+
+    hp has every key of :data:`HP_KEYS` but ``init_n_layer`` (an initialisation detail a checkpoint does
+    not record); settings are a run's (length, signals); info has the cell line, the seed and which values
+    came from :data:`REFERENCE_DEFAULTS` because the checkpoint lacked them. A setting this module cannot
+    express (gen_signal, a bio or include-list mask, top-k or Kumaraswamy masks, ...) is a ValueError.
+    """
+    from prism.released import lookup_hparam
+
+    tree = hparams or {}
+    defaulted = []
+
+    def get(dotted: str):
+        value = lookup_hparam(tree, dotted)
+        if value is None:
+            value = lookup_hparam(REFERENCE_DEFAULTS, dotted)
+            defaulted.append(dotted)
+        return value
+
+    def need(dotted: str, want) -> None:
+        got = get(dotted)
+        if got != want:
+            raise ValueError(f"{name}: {dotted} is {got!r}; our Seq2Exp is built only for {want!r}")
+
+    mc = "model.config."
+    need("model._name_", "BiMambaMIRNP")
+    for key, want in (("interact", "concat"), ("gen_signal", False), ("merge_peak_mask", False),
+                      ("use_bio_mask", False), ("use_mask_model", False), ("use_include_list", False),
+                      ("base_size", 4), ("useRNAFeat", True), ("rna_feat_dim", 9), ("rms_norm", True),
+                      ("bidirectional", True), ("bidirectional_strategy", "add"), ("bidirectional_weight_tie", True),
+                      ("rcps", False), ("ssm_cfg.dt_rank", "auto"), ("ssm_cfg.conv_bias", True),
+                      ("ssm_cfg.bias", False)):
+        need(mc + key, want)
+    if float(get(mc + "norm_epsilon")) != 1e-5:
+        raise ValueError(f"{name}: {mc}norm_epsilon is {get(mc + 'norm_epsilon')!r}; our RMSNorm uses 1e-5")
+    for key in ("select_weight", "continuity_weight", "bio_mask_weight"):
+        if float(get(f"task.loss.{key}")) != 0.0:
+            raise ValueError(f"{name}: task.loss.{key} is {get(f'task.loss.{key}')!r}; our Seq2Exp has no such loss")
+    n_signals = int(get(mc + "signal_size"))
+    if not 1 <= n_signals <= len(REFERENCE_SIGNALS):
+        raise ValueError(f"{name}: {mc}signal_size is {n_signals}; their data loader has 1 to 3 signals")
+    signals = list(REFERENCE_SIGNALS[:n_signals])
+    learned = not bool(get(mc + "use_peak_mask"))
+    n_layer = int(get(mc + "enc_n_layer"))
+    gen_n_layer = lookup_hparam(tree, mc + "gen_n_layer")
+    if gen_n_layer is None:  # the model config's ${.enc_n_layer}
+        gen_n_layer, _ = n_layer, defaulted.append(mc + "gen_n_layer")
+    hp = {
+        "d_model": int(get(mc + "d_model")), "n_layer": n_layer, "gen_n_layer": int(gen_n_layer),
+        "d_state": int(get(mc + "ssm_cfg.d_state")), "d_conv": int(get(mc + "ssm_cfg.d_conv")),
+        "expand": int(get(mc + "ssm_cfg.expand")), "center_len": int(get(mc + "center_len") or 0),
+        "mask": "learned" if learned else "macs3", "kl_loss_weight": float(get("task.loss.kl_loss_weight")),
+        "prior_scale_factor": float(get(mc + "prior_scale_factor")),
+        "marginal_mean": float(get(mc + "marginal_mean")), "marginal_scale": float(get(mc + "marginal_scale")),
+        "beta_min": float(get(mc + "beta_min")), "z_scale": float(get(mc + "z_scale")),
+        "decouple_x": bool(get(mc + "decouple_x")), "sample_threshold": float(get(mc + "sample_threshold")),
+        "post_hard_dist": bool(get(mc + "post_hard_dist")), "test_hard": False,
+        "enc_prd_ps": bool(get(mc + "enc_prd_ps")), "pos_enc": bool(get(mc + "pos_enc")),
+    }
+    if hp["center_len"] <= 0:
+        raise ValueError(f"{name}: {mc}center_len is {get(mc + 'center_len')!r}; our Seq2Exp pools a central window")
+    if learned:
+        for key, want in (("prior_signal", "all"), ("post_sample", True), ("post_dist", "beta"), ("only_x_sig", False),
+                          ("test_top", False), ("pool_mask", 0)):
+            need(mc + key, want)
+        soft, hard = bool(get(mc + "test_soft")), bool(get(mc + "test_hard"))
+        if soft == hard:
+            raise ValueError(f"{name}: {mc}test_soft is {soft} and test_hard is {hard}; our Seq2Exp tests with "
+                             f"exactly one of the two (the Beta mean, or it thresholded)")
+        hp["test_hard"] = hard
+        for key in ("prior_beta", "prior_weight"):
+            values = _csv_numbers(get(mc + key), mc + key, name)
+            if len(values) != n_signals:
+                raise ValueError(f"{name}: {mc}{key} has {len(values)} values for {n_signals} signals {signals}")
+            hp[key] = dict(zip(signals, values))
+    else:  # MACS3 peaks as the mask: no prior (build ignores these)
+        hp["prior_beta"] = hp["prior_weight"] = {}
+    settings = {"length": int(get("dataset.seq_range")), "signals": signals}
+    info = {"cell": lookup_hparam(tree, "dataset.cell_type"), "seed": lookup_hparam(tree, "train.seed"),
+            "defaulted": sorted(set(defaulted))}
+    return hp, settings, info
+
+
+def import_reference_checkpoint(ckpt, *, name: str = "checkpoint", log=print):
+    """The seq2exp kind's importer (prism.archs.Kind.importer): one of their Lightning checkpoints
+    (prism.released.ReferenceCheckpoint) -> prism.released.ImportedCheckpoint in our names, after every
+    key and shape is checked against the architecture its hyper-parameters claim."""
+    from prism.released import ImportedCheckpoint
+
+    if ckpt.hparams is None:
+        log(f"{name}: no hyper_parameters saved; assuming Seq2Exp.sh's soft model at 200 kb")
+    hp, settings, info = reference_config(ckpt.hparams, name=name)
+    if ckpt.hparams is not None and info["defaulted"]:
+        log(f"{name}: not in its hyper_parameters, taken from Seq2Exp's configs: {', '.join(info['defaulted'])}")
+    try:  # init_n_layer only initialises: any value builds the same keys
+        config = _config({"init_n_layer": Seq2ExpConfig.init_n_layer, **hp}, tuple(settings["signals"]),
+                         settings["length"], 9)
+        config.validate()
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    ours = reference_state_dict_to_ours(ckpt.state_dict, config, name=name)
+    return ImportedCheckpoint(ours, hp, settings, info)
