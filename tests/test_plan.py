@@ -1,6 +1,7 @@
 """Run identity and the workflow plan, from the real config files (no Snakemake, no torch)."""
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -95,6 +96,33 @@ def test_paper_plan_shares_runs_between_tables(paper_plan):
     assert mixed == {("K562", "GM12878")}
     # the evaluation job of a run computes every (cell, variant) any table asks of it
     assert plan.tests[sorted(cad2k)[0]] == [("K562", v) for v in ("drop-dnase", "drop-h3k27ac", "drop-hic", "full")]
+
+
+def test_table4_is_the_papers_released_checkpoints_beside_our_own_seq2exp(paper_plan):
+    plan = paper_plan
+    rows = plan.table_rows("table4")
+    released, trained = "Seq2Exp-soft (released checkpoints)", "Seq2Exp-soft (trained here)"
+    assert list(dict.fromkeys(r.group for r in rows)) == [released, trained]
+    lengths = [2000, 2010, 2020, 2030, 2040, 2050, 2070, 2100, 2500, 3000, 8000, 10000, 200000]
+    for group in (released, trained):
+        assert [r.variant for r in rows if r.group == group] == [f"length-{n}" for n in lengths]
+    runs = {g: {e.run for e in plan.evaluations["table4"] if e.row.group == g} for g in (released, trained)}
+    assert {r.model.model_id for r in runs[released]} == {"seq2exp-released_L200000_h3k27ac+dnase+hic"}
+    assert {r.model.model_id for r in runs[trained]} == {"seq2exp-soft_L200000_h3k27ac+dnase+hic"}
+    assert {r.seed for r in runs[released]} == {r.seed for r in runs[trained]} == {2, 22, 222, 2222, 22222}
+    # the released runs are imported from Seq2Exp's checkpoints (one per seed), the others trained
+    pattern = re.compile(plan.model_pattern(released=True))
+    assert all(pattern.fullmatch(r.model.model_id) for r in runs[released])
+    assert not any(pattern.fullmatch(r.model.model_id) for r in runs[trained])
+    for run in sorted(runs[released], key=lambda r: r.seed):
+        path = plan.released_checkpoint(run)
+        assert path == f"resources/weights/seq2exp-authors/K562/seed{run.seed}.ckpt"
+        assert plan.assets[path].resolve == {
+            "kind": "huggingface", "repo": "xingyusu/GeneExp_Seq2Exp", "revision": "UNPINNED",
+            "endpoint": "https://huggingface.co", "folder": f"Seq2Exp-soft/K562/seed_{run.seed}", "pattern": "*.ckpt"}
+        # one evaluation job per run tests every shortened input
+        assert plan.tests[run.path] == sorted(("K562", f"length-{n}") for n in lengths)
+    assert plan.architectures["seq2exp-released"]["model"] == plan.architectures["seq2exp-soft"]["model"]
 
 
 def test_sweeps_are_in_numeric_order_and_rows_carry_their_value():
@@ -204,6 +232,11 @@ def test_a_table_declared_only_in_config_is_planned():
      "experiments.table1.rows.X.arch names 'nope', which is not under architectures"),
     (lambda c: c["experiments"]["table2"]["sweeps"].update(K=[1, 1]), "experiments.table2.sweeps.K lists a value twice"),
     (lambda c: c["figures"]["figure1"]["panels"][0].update(table="table99"), "figures.figure1.panels[0].table"),
+    (lambda c: c["architectures"]["enformer"].update(released="prism-authors"),
+     "architectures.enformer.released: kind enformer has no importer of released checkpoints (prism.archs: prism, "
+     "seq2exp)"),
+    (lambda c: c["experiments"]["table4"]["groups"]["Seq2Exp-soft (released checkpoints)"]["model"].update(
+        seeds=[2, 3]), "weights.seq2exp-authors has no checkpoint for K562 seed 3"),
 ])
 def test_config_errors_name_the_key(paper, edit, message):
     cfg = copy.deepcopy(paper)

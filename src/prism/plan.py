@@ -447,6 +447,9 @@ class Plan:
                     raise ConfigError(f"{where}.{ref} names {a[ref]!r}, which is not under weights:")
             if a.get("released") and not self.config["weights"][a["released"]].get("per_run"):
                 raise ConfigError(f"{where}.released: weights.{a['released']} needs per_run (one checkpoint per run)")
+            if a.get("released") and kind.importer is None:
+                raise ConfigError(f"{where}.released: kind {kind.name} has no importer of released checkpoints "
+                                  f"(prism.archs: {', '.join(k.name for k in archs.KINDS.values() if k.importer)})")
         if DEFAULT_ARCH not in out:
             raise ConfigError(f"architectures has no {DEFAULT_ARCH!r} entry (Prism's own model)")
         return out
