@@ -77,6 +77,12 @@ DEMO_PRISM = {"d_model": 16, "n_layer": 1, "d_state": 8, "d_conv": 4, "expand": 
 HF_REVISION = "0d3e" * 10  # 40 hex digits, as a pinned commit
 HF_RELEASED = {"repo": "yangyz1230/Prism", "cells": {"synthA": "K562", "synthB": "GM12878"}, "seeds": (2, 22)}
 HF_CADUCEUS = {"repo": "kuleshov-group/caduceus-ph_seqlen-131k_d_model-256_n_layer-16"}
+#: the demo's Seq2Exp-soft (config/demo.yaml architectures.seq2exp-soft.model, Table 4's length): the size of
+#: the "released" Seq2Exp checkpoints, in the folders config/demo.yaml's weights.seq2exp-authors names
+DEMO_SEQ2EXP = {"d_model": 16, "n_layer": 1, "gen_n_layer": 1, "d_state": 8, "d_conv": 4, "expand": 2,
+                "center_len": 100, "length": 400}
+HF_SEQ2EXP = {"repo": "xingyusu/GeneExp_Seq2Exp", "folder": "Seq2Exp-soft/{cell}/seed_{seed}",
+              "cells": {"synthA": "K562"}, "seeds": (2,)}
 #: the ENCODE-style hg38 blacklist of the mirror (BED.gz, as ENCFF356LFX)
 BLACKLIST = "encode/files/ENCFFSYBL01/@@download/ENCFFSYBL01.bed.gz"
 #: cells whose expression and promoter activity come from the CSV / ABC GeneList
@@ -535,9 +541,10 @@ def _hf_listing(root: Path, repo: str, folder: str, files: dict[str, Path]) -> N
 
 
 def _write_huggingface(root: Path, seed: int) -> dict:
-    """Two Hugging Face repositories in the real layout (resolve/<commit>/<path> and the tree API):
-    "released" Prism checkpoints in the authors' Lightning layout (random weights of the demo's size) and a
-    "pre-trained" Caduceus (config.json + model.safetensors), as kuleshov-group publishes them."""
+    """Three Hugging Face repositories in the real layout (resolve/<commit>/<path> and the tree API):
+    "released" Prism and Seq2Exp checkpoints in their authors' Lightning layouts (random weights of the
+    demo's size) and a "pre-trained" Caduceus (config.json + model.safetensors), as kuleshov-group
+    publishes them."""
     import torch
     from safetensors.torch import save_file
 
@@ -592,6 +599,56 @@ def _write_huggingface(root: Path, seed: int) -> dict:
     _hf_listing(root, HF_CADUCEUS["repo"], "", {"config.json": cad / "config.json",
                                                 "model.safetensors": cad / "model.safetensors"})
     out["caduceus"] = str(cad)
+    out["seq2exp"] = _write_seq2exp_released(root, seed)
+    return out
+
+
+def _write_seq2exp_released(root: Path, seed: int) -> dict:
+    """"Released" Seq2Exp-soft checkpoints as Seq2Exp's train.py saves them: GeneBiMambaMIRNP's state dict
+    under the Lightning module's ``model.`` and the Hydra config as hyper_parameters (plain dicts here, with
+    the config's own interpolations), at the demo's size with random weights."""
+    import torch
+
+    from .model.seq2exp import REFERENCE_DEFAULTS, REFERENCE_SIGNALS, build, ours_to_reference_state_dict
+    from .runs import ModelSpec
+
+    d = DEMO_SEQ2EXP
+    hp = {"d_model": d["d_model"], "n_layer": d["n_layer"], "gen_n_layer": d["gen_n_layer"], "d_state": d["d_state"],
+          "d_conv": d["d_conv"], "expand": d["expand"], "center_len": d["center_len"], "mask": "learned",
+          "kl_loss_weight": 0.01, "prior_scale_factor": 10.0, "prior_beta": {"h3k27ac": 1.5, "dnase": 0.2, "hic": 1.0},
+          "prior_weight": {"h3k27ac": 2, "dnase": 2, "hic": 1}, "marginal_mean": 0.1, "marginal_scale": 10.0,
+          "beta_min": 1.0, "z_scale": 1.0, "decouple_x": True, "sample_threshold": 0.5, "post_hard_dist": False,
+          "test_hard": False, "enc_prd_ps": False, "pos_enc": False, "init_n_layer": 64}
+    theirs_cfg = REFERENCE_DEFAULTS["model"]["config"]
+    model_config = {**theirs_cfg, "d_model": d["d_model"], "enc_n_layer": d["n_layer"],
+                    "gen_n_layer": "${.enc_n_layer}", "center_len": d["center_len"], "seq_range": "${dataset.seq_range}",
+                    "ssm_cfg": {**theirs_cfg["ssm_cfg"], "d_state": d["d_state"], "d_conv": d["d_conv"],
+                                "expand": d["expand"]}}
+    out = {}
+    rel_root = root / HF_SEQ2EXP["repo"] / "resolve" / HF_REVISION
+    for cell, theirs in HF_SEQ2EXP["cells"].items():
+        for s in HF_SEQ2EXP["seeds"]:
+            torch.manual_seed(seed * 1000 + 500 + s)
+            model = build(hp, ModelSpec(length=d["length"], signals=REFERENCE_SIGNALS), 9)
+            hparams = {"train": {"seed": s, "monitor": "val/mse", "single_CV": 11},
+                       "dataset": {"_name_": "promo_enhan_inter", "cell_type": theirs, "expr_type": "CAGE",
+                                   "seq_range": d["length"]},
+                       "task": {"_name_": "extract_rationale",
+                                "loss": {"_name_": "extract_rationale_loss", "select_weight": 0.0,
+                                         "continuity_weight": 0.0, "bio_mask_weight": 0.0, "kl_loss_weight": 0.01}},
+                       "model": {"_name_": "BiMambaMIRNP", "config": model_config}}
+            ckpt = {"epoch": 2, "global_step": 90, "pytorch-lightning_version": "1.8.6",
+                    "state_dict": ours_to_reference_state_dict(model.state_dict(), lightning_prefix=True),
+                    "hparams_name": "config", "hyper_parameters": hparams}
+            folder = HF_SEQ2EXP["folder"].format(cell=theirs, seed=s)
+            name = "mse-2025-02-03_00-00-00+Fold11.ckpt"  # their ModelCheckpoint's "<monitor>-<date>+Fold11"
+            path = rel_root / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            torch.save(ckpt, buf)
+            _atomic_bytes(path, buf.getvalue())
+            _hf_listing(root, HF_SEQ2EXP["repo"], folder, {f"{folder}/{name}": path})
+            out[(cell, s)] = str(path)
     return out
 
 
