@@ -40,7 +40,6 @@ Where this module departs from the reference code, on purpose:
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Mapping, Sequence
