@@ -141,3 +141,35 @@ def test_all_ten_released_prism_checkpoints_resolve(srv):
     files = prism_checkpoint_files(REV, **kw(srv))
     assert len(files) == 10 and {f.sha256 for f in files.values()} == {SHA256}
     assert files[("GM12878", 22222)].path.startswith("ckpt/GM12878/seed_22222/mse-")
+
+
+def test_a_seq2exp_checkpoint_in_the_configured_layout_is_verified_like_any_asset(srv, tmp_path):
+    """Seq2Exp's released checkpoints (config/config.yaml weights.seq2exp-authors): resolved in the folder the
+    config names, resumed after a connection cut mid-file, and refused when truncated or changed."""
+    import yaml
+
+    w = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/config.yaml").read_text())["weights"]
+    w = w["seq2exp-authors"]
+    repo, folder = w["huggingface"]["repo"], w["per_run"]["folder"].format(cell="K562", seed=2)
+    name = "mse-2024-09-30_11-02-41+Fold11.ckpt"
+    srv.add_json(tree_path(folder, repo=repo), [entry(f"{folder}/{name}", BODY)])
+    logs = []
+    hf = resolve_hf_files(repo, REV, folder, w["per_run"]["pattern"], name="seq2exp K562 seed 2", **kw(srv, logs))
+    assert hf.path == f"{folder}/{name}" and hf.sha256 == SHA256
+    route = f"/{repo}/resolve/{REV}/{folder}/mse-2024-09-30_11-02-41%2BFold11.ckpt"
+    srv.add_file(route, BODY, faults=[("drop", 120_000)])  # half-downloaded: the rest is fetched with Range
+    dest = tmp_path / "seq2exp-authors" / "K562" / "seed2.ckpt"
+    rec = fetch(hf.spec(), dest, retries=2, backoff=0.0, timeout=2.0, log=logs.append)
+    assert dest.read_bytes() == BODY and rec["sha256"] == SHA256
+    assert any(h.headers.get("range") == "bytes=120000-" for h in srv.hits)
+
+    half = tmp_path / "half.ckpt"  # a file cut short by something else fails its checksum
+    half.write_bytes(BODY[: len(BODY) // 2])
+    with pytest.raises(AssetError, match=r"half.ckpt: already exists but its sha256 is [0-9a-f]{64}, expected "
+                                         + SHA256):
+        fetch(hf.spec(), half, log=lambda m: None)
+    changed = bytes(b ^ 1 if i == 1000 else b for i, b in enumerate(BODY))  # the same size, one byte changed
+    srv.add_file(route, changed)
+    with pytest.raises(AssetError, match=r"verification failed: sha256 [0-9a-f]{64} != expected " + SHA256):
+        fetch(hf.spec(), tmp_path / "changed.ckpt", retries=0, log=lambda m: None)
+    assert not (tmp_path / "changed.ckpt").exists()

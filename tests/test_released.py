@@ -1,34 +1,46 @@
-"""prism.released: the authors' Lightning checkpoints and pretrained Caduceus, in and out.
+"""prism.released: the authors' Lightning checkpoints (Prism's and Seq2Exp's) and pretrained Caduceus, in and out.
 
 The "authors' checkpoint" here is built from our model's tensors placed in a module tree with the
-attribute names of their public code (GeneExpformer.Prism inside SequenceLightningModule.model), saved
-like Lightning 1.8 does: hyper_parameters is a real OmegaConf DictConfig of their Hydra config.
+attribute names of their public code (GeneExpformer.Prism, or Seq2Exp's GeneBiMambaMIRNP, inside
+SequenceLightningModule.model), saved like Lightning 1.8 does: hyper_parameters is a real OmegaConf
+DictConfig of their Hydra config.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 from omegaconf import OmegaConf
 
-from prism.evaluate import build_model
+from prism.data import Batch
+from prism.evaluate import build_model, load_model
 from prism.genes import DataError
 from prism.model import CaduceusBackbone, PrismModel, count_parameters
+from prism.model.seq2exp import Seq2ExpModel, ours_to_reference_state_dict
+from prism.model.seq2exp import build as seq2exp_build
+from prism.model.seq2exp import import_reference_checkpoint as import_seq2exp_checkpoint
+from prism.model.seq2exp import reference_key_shapes as seq2exp_reference_key_shapes
+from prism.model.seq2exp import reference_state_dict_to_ours as seq2exp_reference_state_dict_to_ours
 from prism.released import (
     CADUCEUS_TOKEN_IDS,
     export_reference_state_dict,
+    import_run,
     load_pretrained_caduceus,
     load_reference_checkpoint,
     load_reference_model,
     read_reference_checkpoint,
     reference_key_shapes,
 )
-from prism.runs import ModelSpec
+from prism.runs import ModelSpec, Run
 from prism.shards import one_hot
 
 
@@ -407,3 +419,335 @@ def test_parameter_count_of_the_131k_caduceus_ph():
     assert n == 16 * (shared + 2 * per_mamba_own + 256) + 256  # + each layer's norm, + norm_f
     assert n == 7_721_216
     assert n + 4 * 256 + 256 == 7_722_496  # with our seq_emb Linear(4, 256) in place of their 16-row embedding
+
+
+# ------------------------------------------------------------------------- into the workflow's runs
+
+
+def test_a_prism_checkpoint_imported_as_a_run_computes_as_the_source(tmp_path):
+    torch.manual_seed(8)
+    source = PrismModel(d_model=16, n_layer=1, K=2).eval()
+    path = tmp_path / "mse-2025-01-30+Fold11.ckpt"
+    write_their_checkpoint(path, source, their_hydra_config(K=2, d_model=16, n_layer=1))
+    arch = {"name": "prism-released", "kind": "prism", "released": "prism-authors",
+            "model": {"d_model": 16, "n_layer": 1, "d_state": 16, "d_conv": 4, "expand": 2, "confounder_width": 8,
+                      "center_len": 2000, "weight_activation": "sigmoid", "residual_in_fp32": False,
+                      "bidirectional": True}}
+    spec = ModelSpec.from_settings({"arch": "prism-released", "length": 2000})
+    meta = import_run(path, Run(("K562",), spec, 22), arch, tmp_path / "run" / "model.pt", log=lambda m: None)
+    assert meta["reference"] == {"cell": "K562", "seed": 22} and meta["source"] == str(path)
+    model, _ = load_model(tmp_path / "run" / "model.pt")
+    g = torch.Generator().manual_seed(1)
+    seq = torch.from_numpy(one_hot(torch.randint(0, 5, (2, 64), generator=g).numpy().astype("uint8")))
+    sig, feat = torch.rand(2, 3, 64, generator=g), torch.randn(2, 9, generator=g)
+    with torch.no_grad():
+        assert torch.equal(source(seq, sig, feat)["pred"], model(seq, sig, feat)["pred"])
+    # the run it is imported as must be the model it holds
+    other = Run(("K562",), ModelSpec.from_settings({"arch": "prism-released", "length": 2000, "K": 3}), 22)
+    with pytest.raises(DataError, match=r"the checkpoint is prism-released_L2000_h3k27ac\+dnase\+hic_K2_l1-1_l2-1, "
+                                        r"but run results/runs/K562/prism-released_L2000_h3k27ac\+dnase\+hic_K3"):
+        import_run(path, other, arch, tmp_path / "other.pt", log=lambda m: None)
+
+
+# ---------------------------------------------------------------- Seq2Exp's released checkpoints
+
+S2E_SIGNALS = ("h3k27ac", "dnase", "hic")
+#: Seq2Exp.sh's soft and hard runs (over configs/model/gene_express_bimamba_MI_RNP.yaml), in our hp names
+S2E_SOFT = dict(mask="learned", kl_loss_weight=0.01, prior_scale_factor=10.0, marginal_mean=0.1, marginal_scale=10.0,
+                beta_min=1.0, prior_beta={"h3k27ac": 1.5, "dnase": 0.2, "hic": 1.0},
+                prior_weight={"h3k27ac": 2.0, "dnase": 2.0, "hic": 1.0}, z_scale=1.0, decouple_x=True,
+                sample_threshold=0.5, post_hard_dist=False, test_hard=False, enc_prd_ps=False, pos_enc=False)
+S2E_HARD = {**S2E_SOFT, "prior_scale_factor": 1.0, "beta_min": 0.0, "marginal_mean": 0.45, "marginal_scale": 0.1,
+            "test_hard": True, "post_hard_dist": True, "enc_prd_ps": True, "pos_enc": True}
+S2E_PAPER = dict(d_model=128, n_layer=4, gen_n_layer=4, d_state=16, d_conv=4, expand=2, center_len=2000,
+                 init_n_layer=64)
+S2E_DEMO = dict(d_model=16, n_layer=1, gen_n_layer=1, d_state=8, d_conv=4, expand=2, center_len=100, init_n_layer=64)
+
+
+def seq2exp(setting=S2E_SOFT, sizes=S2E_DEMO, length=400, seed=0, signals=S2E_SIGNALS):
+    torch.manual_seed(seed)
+    return seq2exp_build({**sizes, **setting}, ModelSpec(length=length, signals=signals), 9).eval()
+
+
+def their_seq2exp_tree(ours: Seq2ExpModel) -> nn.Module:
+    """Our tensors under the attribute names of their SequenceLightningModule.model (a GeneBiMambaMIRNP),
+    registered in the order its __init__ registers them (prior_weights, signal_betas, pos_emb: Parameters)."""
+    c = ours.config
+    m = _Namespace()
+    m.seq_input_layer = ours.seq_emb
+    m.signal_input_layer = ours.sig_emb
+    if c.pos_enc:
+        m.pos_emb = ours.pos_emb
+    if ours.learned:
+        m.generator = _Namespace()
+        m.generator.backbone = ours.generator
+        m.prior_weights = nn.Parameter(ours.prior_weights.clone(), requires_grad=False)
+        m.signal_betas = nn.Parameter(ours.signal_betas.clone(), requires_grad=False)
+        m.mask_output = ours.mask_output
+    if c.enc_prd_ps:
+        m.encoder = m.generator  # parameter sharing: the same module under a second name
+    else:
+        m.encoder = _Namespace()
+        m.encoder.backbone = ours.encoder
+    m.pToExpr = ours.head
+    lightning = _Namespace()
+    lightning.model = m
+    return lightning
+
+
+def their_seq2exp_config(setting=S2E_SOFT, sizes=S2E_DEMO, seq_range=400, cell="K562", seed=2222):
+    """Their composed config (gene_express.yaml + gene_express_bimamba_MI_RNP.yaml + extract_rationale.yaml,
+    with Seq2Exp.sh's overrides), the parts that name the model, as a real OmegaConf DictConfig."""
+    hard = setting["test_hard"]
+    return OmegaConf.create({
+        "train": {"seed": seed, "monitor": "val/mse", "single_CV": 11, "gpu_mem": "${eval:'round(1)'}"},
+        "dataset": {"_name_": "promo_enhan_inter", "cell_type": cell, "expr_type": "CAGE", "seq_range": seq_range,
+                    "pretrained_model": False, "blacklist_ver": "v1"},
+        "task": {"_name_": "extract_rationale",
+                 "loss": {"_name_": "extract_rationale_loss", "select_weight": 0.0, "continuity_weight": 0.0,
+                          "bio_mask_weight": 0.0, "kl_loss_weight": setting["kl_loss_weight"]}},
+        "model": {"_name_": "BiMambaMIRNP", "config": {
+            "_target_": "caduceus.configuration_caduceus.CaduceusConfig", "d_model": sizes["d_model"],
+            "enc_n_layer": sizes["n_layer"], "gen_n_layer": "${.enc_n_layer}", "center_len": sizes["center_len"],
+            "pretrained_model": "${dataset.pretrained_model}", "interact": "concat", "gen_signal": False,
+            "prior_signal": "all", "prior_beta": "1.5,0.2,1.0", "prior_weight": "2,2,1",
+            "prior_scale_factor": setting["prior_scale_factor"], "merge_peak_mask": False, "max_pool_size": 0,
+            "post_sample": True, "sample_threshold": 0.5, "post_dist": "beta", "post_hard_dist": hard,
+            "decouple_x": True, "only_x_sig": False, "use_include_list": False,
+            "marginal_mean": setting["marginal_mean"], "marginal_scale": setting["marginal_scale"],
+            "use_bio_mask": False, "use_peak_mask": False, "dist_param_grad": False, "use_mask_model": False,
+            "enc_prd_ps": hard, "pos_enc": hard, "pool_mask": 0, "beta_min": setting["beta_min"], "z_scale": 1.0,
+            "test_top": False, "test_top_percent": "${.marginal_mean}", "test_soft": not hard, "test_hard": hard,
+            "base_size": 4, "signal_size": 3, "rna_feat_dim": 9, "useRNAFeat": True, "vocab_size": 12,
+            "ssm_cfg": {"d_state": sizes["d_state"], "d_conv": sizes["d_conv"], "expand": sizes["expand"],
+                        "dt_rank": "auto", "dt_min": 0.001, "dt_max": 0.1, "dt_init": "random", "dt_scale": 1.0,
+                        "dt_init_floor": 1e-4, "conv_bias": True, "bias": False, "use_fast_path": True},
+            "rms_norm": True, "fused_add_norm": True, "residual_in_fp32": False, "pad_vocab_size_multiple": 8,
+            "norm_epsilon": 1e-5, "bidirectional": True, "bidirectional_strategy": "add",
+            "bidirectional_weight_tie": True, "rcps": False, "complement_map": None,
+            "seq_range": "${dataset.seq_range}"}},
+    })
+
+
+def s2e_arch(setting=S2E_SOFT, sizes=S2E_DEMO):
+    return {"name": "seq2exp-released", "kind": "seq2exp", "released": "seq2exp-authors",
+            "model": {**sizes, **setting}}
+
+
+def s2e_run(length=400, seed=2222):
+    return Run(("K562",), ModelSpec.from_settings({"arch": "seq2exp-released", "length": length}, confounder=False),
+               seed)
+
+
+@pytest.mark.parametrize("setting,n_keys", [(S2E_SOFT, 168), (S2E_HARD, 169)], ids=["soft", "hard"])
+def test_their_seq2exp_key_list_matches_ours_with_no_key_left_over(setting, n_keys):
+    with torch.device("meta"):  # the paper's sizes at 200 kb: shapes only
+        ours = seq2exp(setting, S2E_PAPER, length=200_000)
+    theirs = seq2exp_reference_key_shapes(ours.config)
+    assert len(theirs) == n_keys  # soft: 4 + 2 prior + 2 x 79 (generator, encoder) + 2 mask_output + 6 pToExpr
+    tree = their_seq2exp_tree(ours).state_dict()
+    assert list(tree) == ["model." + k for k in theirs]
+    assert {k: tuple(v.shape) for k, v in tree.items()} == {"model." + k: s for k, s in theirs.items()}
+    exported = ours_to_reference_state_dict(ours.state_dict())
+    assert list(exported) == list(theirs) and len(ours.state_dict()) == n_keys
+    assert {k: tuple(v.shape) for k, v in exported.items()} == theirs
+    if setting["pos_enc"]:
+        assert theirs["pos_emb"] == (1, 200_000, 128) and list(theirs)[0] == "pos_emb"
+    if not setting["pos_enc"]:
+        # trainable parameters at the paper's settings (paper Table 3: 1.1M); mamba_rev's in/out projections are
+        # mamba_fwd's (listed twice in the file, 8 layers), and their two prior vectors are fixed (6 values)
+        tied = 8 * (2 * 256 * 128 + 128 * 256)
+        assert sum(math.prod(s) for s in theirs.values()) - tied == 1_114_249 == count_parameters(ours) + 6
+
+
+def write_their_seq2exp_checkpoint(path, ours: Seq2ExpModel, hparams=None, state_dict=None) -> dict:
+    """A Lightning-1.8-style .ckpt of their module tree holding our tensors; returns its state_dict."""
+    state = their_seq2exp_tree(ours).state_dict() if state_dict is None else state_dict
+    ckpt = {"epoch": 4, "global_step": 25000, "pytorch-lightning_version": "1.8.6", "state_dict": state,
+            "callbacks": {"ModelCheckpoint{'monitor': 'val/mse', 'mode': 'min'}": {"best_model_score": torch.tensor(0.2)}},
+            "optimizer_states": [], "lr_schedulers": []}
+    if hparams is not None:
+        ckpt.update({"hparams_name": "config", "hyper_parameters": hparams, "hparams_type": type(hparams)})
+    torch.save(ckpt, path)
+    return state
+
+
+def s2e_inputs(length=400, batch=3):
+    g = torch.Generator().manual_seed(4)
+    seq = torch.from_numpy(one_hot(torch.randint(0, 5, (batch, length), generator=g).numpy().astype("uint8")))
+    blacklist = torch.zeros(batch, length, dtype=torch.bool)
+    blacklist[:, 10:30] = True
+    return Batch(seq, torch.rand(batch, 3, length, generator=g) * 3, torch.randn(batch, 9, generator=g),
+                 torch.rand(batch), torch.arange(batch), extra={"blacklist": blacklist})
+
+
+@pytest.mark.parametrize("setting", [S2E_SOFT, S2E_HARD], ids=["soft", "hard"])
+def test_their_seq2exp_checkpoint_imported_as_a_run_computes_as_the_source(tmp_path, setting):
+    source = seq2exp(setting, seed=3)
+    path = tmp_path / "mse-2025-02-03_00-00-00+Fold11.ckpt"
+    write_their_seq2exp_checkpoint(path, source, their_seq2exp_config(setting))
+    logs = []
+    meta = import_run(path, s2e_run(), s2e_arch(setting), tmp_path / "run" / "model.pt", log=logs.append)
+    assert meta["reference"] == {"cell": "K562", "seed": 2222} and meta["parameters"] == count_parameters(source)
+    assert any("imported" in line and "seq2exp-released_L400_h3k27ac+dnase+hic" in line for line in logs)
+    model, _ = load_model(tmp_path / "run" / "model.pt")
+    batch = s2e_inputs()
+    with torch.no_grad():
+        a, b = source.forward_batch(batch), model.forward_batch(batch)
+    assert torch.equal(a["pred"], b["pred"]) and torch.equal(a["mask"], b["mask"])
+
+
+def test_seq2exp_export_then_import_gives_identical_tensors(tmp_path):
+    source = seq2exp(seed=5)
+    exported = ours_to_reference_state_dict(source.state_dict(), lightning_prefix=True)
+    assert all(k.startswith("model.") for k in exported) and len(exported) == len(source.state_dict())
+    path = tmp_path / "exported.ckpt"
+    write_their_seq2exp_checkpoint(path, source, their_seq2exp_config(), state_dict=exported)
+    got = import_seq2exp_checkpoint(read_reference_checkpoint(path), name=str(path), log=lambda m: None)
+    assert got.settings == {"length": 400, "signals": list(S2E_SIGNALS)}
+    assert got.hp == {k: v for k, v in {**S2E_DEMO, **S2E_SOFT}.items() if k != "init_n_layer"}
+    original = source.state_dict()
+    assert list(got.state_dict) == list(original)
+    for key in original:
+        assert got.state_dict[key].dtype == original[key].dtype and torch.equal(got.state_dict[key], original[key]), key
+
+
+def _s2e_refusal(tmp_path, fname, state=None, hparams=None, source=None):
+    source = seq2exp(seed=6) if source is None else source
+    path = tmp_path / fname
+    write_their_seq2exp_checkpoint(path, source, hparams or their_seq2exp_config(), state_dict=state)
+    with pytest.raises(DataError) as err:
+        import_run(path, s2e_run(), s2e_arch(), tmp_path / f"{fname}.pt", log=lambda m: None)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(str(path))
+    assert not (tmp_path / f"{fname}.pt").exists()
+    return msg
+
+
+def test_seq2exp_keys_or_shapes_that_do_not_fit_are_refused_in_one_line(tmp_path):
+    source = seq2exp(seed=6)
+    good = their_seq2exp_tree(source).state_dict()
+
+    bad = {**good, "model.mask_output.weight": torch.zeros(3, 16)}  # a three-way posterior head
+    msg = _s2e_refusal(tmp_path, "shape.ckpt", bad, source=source)
+    assert "key 'mask_output.weight' has shape (3, 16) in the checkpoint" in msg and "needs (2, 16)" in msg
+    assert "Seq2Exp-soft, d_model 16" in msg
+
+    missing = {k: v for k, v in good.items() if k != "model.encoder.backbone.layers.0.mixer.mamba_rev.A_log"}
+    msg = _s2e_refusal(tmp_path, "missing.ckpt", missing, source=source)
+    assert "'encoder.backbone.layers.0.mixer.mamba_rev.A_log' has shape nothing in the checkpoint" in msg
+    assert "needs (32, 8)" in msg
+
+    extra = {**good, "model.generator.backbone.embeddings.word_embeddings.weight": torch.zeros(16, 16)}
+    msg = _s2e_refusal(tmp_path, "extra.ckpt", extra, source=source)
+    assert "'generator.backbone.embeddings.word_embeddings.weight' has shape (16, 16)" in msg and "needs nothing" in msg
+
+    # a checkpoint whose hyper-parameters claim d_model 32 but whose tensors are 16 wide
+    claim = their_seq2exp_config(sizes={**S2E_DEMO, "d_model": 32})
+    msg = _s2e_refusal(tmp_path, "claim.ckpt", hparams=claim, source=source)
+    assert "d_model 32" in msg and "has shape (16, 4) in the checkpoint" in msg and "needs (32, 4)" in msg
+
+    # a soft checkpoint claiming the hard model (it lacks pos_emb, the first key of the hard layout)
+    msg = _s2e_refusal(tmp_path, "hardclaim.ckpt", hparams=their_seq2exp_config(S2E_HARD), source=source)
+    assert "'pos_emb' has shape nothing in the checkpoint" in msg and "Seq2Exp-hard" in msg
+
+    untied = {**good, "model.generator.backbone.layers.0.mixer.mamba_rev.out_proj.weight": torch.zeros(16, 32)}
+    assert "differs from its tied twin" in _s2e_refusal(tmp_path, "untied.ckpt", untied, source=source)
+
+    prior = {**good, "model.signal_betas": torch.tensor([1.5, 1.0, 0.2])}
+    msg = _s2e_refusal(tmp_path, "prior.ckpt", prior, source=source)
+    assert "key 'signal_betas' holds [1.5, 1.0, 0.2], but prior_beta [1.5, 0.2, 1.0]" in msg
+
+
+def test_seq2exp_hard_encoder_must_be_its_generator(tmp_path):
+    source = seq2exp(S2E_HARD, seed=7)
+    state = dict(their_seq2exp_tree(source).state_dict())
+    state["model.encoder.backbone.norm_f.weight"] = torch.zeros(16)
+    path = tmp_path / "hard.ckpt"
+    write_their_seq2exp_checkpoint(path, source, their_seq2exp_config(S2E_HARD), state_dict=state)
+    with pytest.raises(DataError, match=r"'encoder.backbone.norm_f.weight' differs from 'generator.backbone.norm_f."
+                                        r"weight' \(enc_prd_ps"):
+        import_run(path, s2e_run(), s2e_arch(S2E_HARD), tmp_path / "hard.pt", log=lambda m: None)
+
+
+def test_seq2exp_checkpoint_of_another_model_or_setting_is_refused(tmp_path):
+    source = seq2exp(seed=6)
+    path = tmp_path / "a.ckpt"
+    write_their_seq2exp_checkpoint(path, source, their_seq2exp_config())
+    with pytest.raises(DataError, match=r"the checkpoint has kl_loss_weight 0.01, architectures.seq2exp-released."
+                                        r"model says 0.1"):
+        import_run(path, s2e_run(), s2e_arch({**S2E_SOFT, "kl_loss_weight": 0.1}), tmp_path / "a.pt",
+                   log=lambda m: None)
+    with pytest.raises(DataError, match=r"the checkpoint is seq2exp-released_L400_h3k27ac\+dnase\+hic, but run "
+                                        r"results/runs/K562/seq2exp-released_L800"):
+        import_run(path, s2e_run(length=800), s2e_arch(), tmp_path / "b.pt", log=lambda m: None)
+    with pytest.raises(ValueError, match="kind 'enformer' has no importer of released checkpoints"):
+        import_run(path, s2e_run(), {**s2e_arch(), "kind": "enformer"}, tmp_path / "c.pt", log=lambda m: None)
+    # settings our Seq2Exp cannot express are named, in one line
+    for key, value, match in (("gen_signal", True, "model.config.gen_signal is True"),
+                              ("test_soft", False, "test_soft is False and test_hard is False"),
+                              ("prior_weight", "2,2", "model.config.prior_weight has 2 values for 3 signals")):
+        hp = their_seq2exp_config()
+        hp.model.config[key] = value
+        write_their_seq2exp_checkpoint(path, source, hp)
+        with pytest.raises(ValueError, match=match) as err:
+            import_run(path, s2e_run(), s2e_arch(), tmp_path / "d.pt", log=lambda m: None)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_seq2exp_signal_order_follows_ours():
+    order = ("dnase", "hic", "h3k27ac")
+    source = seq2exp(signals=order, seed=9)
+    theirs = ours_to_reference_state_dict(source.state_dict(), signals=order)
+    assert torch.equal(theirs["signal_betas"], torch.tensor([1.5, 0.2, 1.0]))  # the reference's channel order
+    assert torch.equal(theirs["signal_input_layer.weight"][:, 0], source.sig_emb.weight[:, 2])  # h3k27ac
+    back = seq2exp_reference_state_dict_to_ours(theirs, source.config)
+    assert all(torch.equal(back[k], v) for k, v in source.state_dict().items())
+    with pytest.raises(ValueError, match="the reference weights hold signals"):
+        ours_to_reference_state_dict(source.state_dict(), signals=("h3k27ac", "dnase", "atac"))
+
+
+# ------------------------------------------------------------------------------------ the workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_demo_mirrors_seq2exp_checkpoint_imports_as_the_demo_configs_run(tmp_path):
+    """The mirror's "released" Seq2Exp-soft (prism.demo) is the model config/demo.yaml's seq2exp-released claims."""
+    from prism.demo import _write_seq2exp_released  # the mirror's Seq2Exp repository alone (the whole mirror: ~10 s)
+    from prism.plan import Plan
+
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    plan = Plan(cfg, workdir="/w")
+    run = next(e.run for e in plan.evaluations["table4"] if e.row.group == "Seq2Exp-soft (released checkpoints)")
+    arch = {"name": run.model.arch, **{k: v for k, v in plan.architectures[run.model.arch].items() if k != "training"}}
+    path = _write_seq2exp_released(tmp_path / "huggingface", seed=0)[(run.cells[0], run.seed)]
+    assert path.endswith("xingyusu/GeneExp_Seq2Exp/resolve/" + "0d3e" * 10 + "/Seq2Exp-soft/K562/seed_2/"
+                         "mse-2025-02-03_00-00-00+Fold11.ckpt")
+    listing = json.loads((tmp_path / "huggingface/api/models/xingyusu/GeneExp_Seq2Exp/tree" / ("0d3e" * 10)
+                          / "Seq2Exp-soft/K562/seed_2").read_text())
+    assert [e["path"] for e in listing] == ["Seq2Exp-soft/K562/seed_2/mse-2025-02-03_00-00-00+Fold11.ckpt"]
+    meta = import_run(path, run, arch, tmp_path / "model.pt", log=lambda m: None)
+    assert meta["spec"]["length"] == 400 and meta["reference"] == {"cell": "K562", "seed": 2}
+
+
+def _dry_run(config: str, workdir: Path) -> tuple[dict[str, int], str]:
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "table4",
+                           "--directory", str(workdir), "--configfile", str(ROOT / config), "--quiet", "rules"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    table = out.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m[1] != "total"}, out
+
+
+def test_table4_plans_the_released_checkpoints_and_our_own_runs(tmp_path):
+    # the paper's config, in an empty directory: 5 of Seq2Exp's checkpoints downloaded and imported, 5 runs of
+    # ours trained, one evaluation job per run (it tests all 13 input lengths), one table
+    counts, _ = _dry_run("config/config.yaml", tmp_path / "paper")
+    assert counts["import_released"] == 5 and counts["train"] == 5 and counts["evaluate"] == 10
+    assert counts["metrics_table"] == 1 and counts["download"] == 17  # 12 data files and the 5 checkpoints
+    # the demo: its mirror's one "released" checkpoint beside one run trained here
+    counts, _ = _dry_run("config/demo.yaml", tmp_path / "demo")
+    assert counts["demo_mirror"] == 1 and counts["import_released"] == 1 and counts["train"] == 1
+    assert counts["evaluate"] == 2 and counts["metrics_table"] == 1
