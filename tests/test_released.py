@@ -459,6 +459,7 @@ S2E_SOFT = dict(mask="learned", kl_loss_weight=0.01, prior_scale_factor=10.0, ma
                 sample_threshold=0.5, post_hard_dist=False, test_hard=False, enc_prd_ps=False, pos_enc=False)
 S2E_HARD = {**S2E_SOFT, "prior_scale_factor": 1.0, "beta_min": 0.0, "marginal_mean": 0.45, "marginal_scale": 0.1,
             "test_hard": True, "post_hard_dist": True, "enc_prd_ps": True, "pos_enc": True}
+S2E_MACS3 = {**S2E_SOFT, "mask": "macs3"}  # use_peak_mask: MACS3 DNase peaks instead of the learned mask
 S2E_PAPER = dict(d_model=128, n_layer=4, gen_n_layer=4, d_state=16, d_conv=4, expand=2, center_len=2000,
                  init_n_layer=64)
 S2E_DEMO = dict(d_model=16, n_layer=1, gen_n_layer=1, d_state=8, d_conv=4, expand=2, center_len=100, init_n_layer=64)
@@ -515,7 +516,8 @@ def their_seq2exp_config(setting=S2E_SOFT, sizes=S2E_DEMO, seq_range=400, cell="
             "post_sample": True, "sample_threshold": 0.5, "post_dist": "beta", "post_hard_dist": hard,
             "decouple_x": True, "only_x_sig": False, "use_include_list": False,
             "marginal_mean": setting["marginal_mean"], "marginal_scale": setting["marginal_scale"],
-            "use_bio_mask": False, "use_peak_mask": False, "dist_param_grad": False, "use_mask_model": False,
+            "use_bio_mask": False, "use_peak_mask": setting["mask"] == "macs3", "dist_param_grad": False,
+            "use_mask_model": False,
             "enc_prd_ps": hard, "pos_enc": hard, "pool_mask": 0, "beta_min": setting["beta_min"], "z_scale": 1.0,
             "test_top": False, "test_top_percent": "${.marginal_mean}", "test_soft": not hard, "test_hard": hard,
             "base_size": 4, "signal_size": 3, "rna_feat_dim": 9, "useRNAFeat": True, "vocab_size": 12,
@@ -539,7 +541,8 @@ def s2e_run(length=400, seed=2222):
                seed)
 
 
-@pytest.mark.parametrize("setting,n_keys", [(S2E_SOFT, 168), (S2E_HARD, 169)], ids=["soft", "hard"])
+@pytest.mark.parametrize("setting,n_keys", [(S2E_SOFT, 168), (S2E_HARD, 169), (S2E_MACS3, 87)],
+                         ids=["soft", "hard", "macs3"])
 def test_their_seq2exp_key_list_matches_ours_with_no_key_left_over(setting, n_keys):
     with torch.device("meta"):  # the paper's sizes at 200 kb: shapes only
         ours = seq2exp(setting, S2E_PAPER, length=200_000)
@@ -553,7 +556,7 @@ def test_their_seq2exp_key_list_matches_ours_with_no_key_left_over(setting, n_ke
     assert {k: tuple(v.shape) for k, v in exported.items()} == theirs
     if setting["pos_enc"]:
         assert theirs["pos_emb"] == (1, 200_000, 128) and list(theirs)[0] == "pos_emb"
-    if not setting["pos_enc"]:
+    if setting is S2E_SOFT:
         # trainable parameters at the paper's settings (paper Table 3: 1.1M); mamba_rev's in/out projections are
         # mamba_fwd's (listed twice in the file, 8 layers), and their two prior vectors are fixed (6 values)
         tied = 8 * (2 * 256 * 128 + 128 * 256)
@@ -577,11 +580,12 @@ def s2e_inputs(length=400, batch=3):
     seq = torch.from_numpy(one_hot(torch.randint(0, 5, (batch, length), generator=g).numpy().astype("uint8")))
     blacklist = torch.zeros(batch, length, dtype=torch.bool)
     blacklist[:, 10:30] = True
+    peaks = (torch.rand(batch, length, generator=g) < 0.3).float()
     return Batch(seq, torch.rand(batch, 3, length, generator=g) * 3, torch.randn(batch, 9, generator=g),
-                 torch.rand(batch), torch.arange(batch), extra={"blacklist": blacklist})
+                 torch.rand(batch), torch.arange(batch), extra={"blacklist": blacklist, "peaks": peaks})
 
 
-@pytest.mark.parametrize("setting", [S2E_SOFT, S2E_HARD], ids=["soft", "hard"])
+@pytest.mark.parametrize("setting", [S2E_SOFT, S2E_HARD, S2E_MACS3], ids=["soft", "hard", "macs3"])
 def test_their_seq2exp_checkpoint_imported_as_a_run_computes_as_the_source(tmp_path, setting):
     source = seq2exp(setting, seed=3)
     path = tmp_path / "mse-2025-02-03_00-00-00+Fold11.ckpt"

@@ -558,7 +558,7 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
     """Their Hydra config (a checkpoint's hyper_parameters, as plain dicts) -> (hp, settings, info).
 
     hp has every key of :data:`HP_KEYS` but ``init_n_layer`` (an initialisation detail a checkpoint does
-    not record); settings are a run's (length, signals); info has the cell line, the seed and which values
+    not record) and, for a MACS3 mask, ``prior_beta`` and ``prior_weight``; settings are a run's (length, signals); info has the cell line, the seed and which values
     came from :data:`REFERENCE_DEFAULTS` because the checkpoint lacked them. A setting this module cannot
     express (gen_signal, a bio or include-list mask, top-k or Kumaraswamy masks, ...) is a ValueError.
     """
@@ -630,8 +630,7 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
             if len(values) != n_signals:
                 raise ValueError(f"{name}: {mc}{key} has {len(values)} values for {n_signals} signals {signals}")
             hp[key] = dict(zip(signals, values))
-    else:  # MACS3 peaks as the mask: no prior (build ignores these)
-        hp["prior_beta"] = hp["prior_weight"] = {}
+    # with MACS3 peaks as the mask there is no prior: the checkpoint claims no prior_beta or prior_weight
     settings = {"length": int(get("dataset.seq_range")), "signals": signals}
     info = {"cell": lookup_hparam(tree, "dataset.cell_type"), "seed": lookup_hparam(tree, "train.seed"),
             "defaulted": sorted(set(defaulted))}
@@ -649,9 +648,9 @@ def import_reference_checkpoint(ckpt, *, name: str = "checkpoint", log=print):
     hp, settings, info = reference_config(ckpt.hparams, name=name)
     if ckpt.hparams is not None and info["defaulted"]:
         log(f"{name}: not in its hyper_parameters, taken from Seq2Exp's configs: {', '.join(info['defaulted'])}")
-    try:  # init_n_layer only initialises: any value builds the same keys
-        config = _config({"init_n_layer": Seq2ExpConfig.init_n_layer, **hp}, tuple(settings["signals"]),
-                         settings["length"], 9)
+    try:  # init_n_layer only initialises, and a MACS3 mask has no prior: any value builds the same keys
+        unclaimed = {"init_n_layer": Seq2ExpConfig.init_n_layer, "prior_beta": {}, "prior_weight": {}}
+        config = _config({**unclaimed, **hp}, tuple(settings["signals"]), settings["length"], 9)
         config.validate()
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
