@@ -14,9 +14,9 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
-    localrule: True
     input:
         all_targets(),
+    localrule: True
 
 
 include: "workflow/rules/download.smk"

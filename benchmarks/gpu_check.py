@@ -58,11 +58,11 @@ TIME_BUDGET_S = 7 * 60  # later cases are skipped past this, so the whole check 
 
 @dataclass
 class Arch:
-    """One architecture of the step-time check: ``build(tiny)`` returns a model on CPU in float32, following
+    """One architecture of the step-time check: ``build(tiny, length)`` returns a model on CPU in float32, following
     the model contract (``forward_batch(batch, mode)``, ``loss(out, target)``, ``param_groups(wd)``)."""
 
     name: str
-    build: Callable[[bool], torch.nn.Module]
+    build: Callable[[bool, int], torch.nn.Module]  # (tiny, input length)
     lengths: tuple[int, ...] = (2000, 200_000)
     batch: int = 8
     n_signals: int = 3
@@ -104,9 +104,9 @@ def _architectures() -> list[Arch]:
             continue
         kind = plans[False].kind_of(name)
 
-        def build(tiny: bool, name=name):
-            plan = plans[tiny]
-            spec = plan.model({"arch": name, **SETTINGS.get(name, {})}, f"gpu_check {name}")
+        def build(tiny: bool, length: int, name=name):
+            plan = plans[tiny]  # the input length is part of a run's settings (a learned positional embedding)
+            spec = plan.model({"arch": name, "length": length, **SETTINGS.get(name, {})}, f"gpu_check {name}")
             return build_model(plan.architectures[name], spec, 9)
 
         lengths = (2000,) if kind.name == "epinformer" else (2000, 200_000)
@@ -320,7 +320,7 @@ def run_step_case(arch: Arch, tiny: bool, device: str, path: str, batch: int, le
         model = batch_data = None
         try:
             torch.manual_seed(0)
-            model = arch.build(tiny).to(device)
+            model = arch.build(tiny, length).to(device)
             batch_data = make_batch(arch, batch, length, device, tiny)
             with torch_path(path == "torch"):
                 sec, mib = time_training_step(model, batch_data, device, warmup, steps)

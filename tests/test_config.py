@@ -40,7 +40,7 @@ def line_of(text: str, needle: str, nth: int = 1) -> int:
 
 def test_duplicate_keys_are_refused_with_file_and_line(tmp_path):
     text = edit("  synthB:\n", "  synthA:\n")  # a cell line written twice: YAML would keep the second synthA
-    text = edit("  lr: 3.0e-3\n", "  lr: 3.0e-3\n  lr: 1.0e-3\n", text)
+    text = edit("  lr: 1.0e-2 ", "  lr: 1.0e-3\n  lr: 1.0e-2 ", text)
     cfg = write(tmp_path / "dup.yaml", text)
     p = dry_run(tmp_path / "w", "--configfile", str(cfg))
     assert p.returncode == 1
@@ -54,8 +54,8 @@ def test_duplicate_keys_are_refused_with_file_and_line(tmp_path):
 
 def test_schema_errors_are_one_line_each(tmp_path):
     text = edit("seeds: [2, 22]", "seedz: [2, 22]")  # a misspelled top-level key
-    text = edit("  max_steps: 80", "  max_stepz: 80", text)
-    text = edit("  lr: 3.0e-3", "  lr: fast", text)
+    text = edit("  max_steps: 40", "  max_stepz: 40", text)
+    text = edit("  lr: 1.0e-2 ", "  lr: fast ", text)
     text = edit("      h3k27ac: {encode: ENCFFSYB001}", "      h3k27ac: {url: 'file:///x.bigWig'}", text)  # no kind
     text = edit("  table2:\n    cells: [synthA]", "  table2:\n    cells: synthA", text)
     text = edit("  hic_normalization: NONE", "  hic_normalization: vc", text)

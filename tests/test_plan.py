@@ -88,7 +88,7 @@ def test_paper_plan_shares_runs_between_tables(paper_plan):
         == runs("table13", "Prism (cell-specific)") == runs("table16", "Prism w/ learned weights")
     cad2k = runs("table1", "Caduceus w/ signals (2 kb)")
     assert cad2k == runs("table2", "0") == runs("table6", "All signals") == runs("table7", "Drop dnase")
-    assert cad2k == runs("table5", "2000") == runs("table14", "2000", group="Caduceus w/ signals") and not cad2k & runs("table1", "Caduceus w/ signals")
+    assert cad2k == runs("table5", "2000", group="Caduceus w/ signals") == runs("table14", "2000", group="Caduceus w/ signals") and not cad2k & runs("table1", "Caduceus w/ signals")
     assert runs("table6", "+H3K27ac") == runs("table11", "H3K27ac")
     t1 = {e.run.path for e in plan.evaluations["table1"]}
     assert {Run.from_path(p).cells for p in t1} == {("K562",), ("GM12878",), ("H1",)}
@@ -161,7 +161,7 @@ def test_demo_plan_uses_the_mirror_and_stays_relocatable():
     # {workdir} is filled at download time, never in the plan: a moved demo folder plans nothing new
     assert plan.assets["resources/assets/genome/hg38.ml.fa.gz"].url == "file://{workdir}/mirror/genome/hg38.ml.fa.gz"
     assert all("/tmp/x" not in str(a.as_params()) for a in plan.assets.values())
-    assert {r.cells[0] for r in plan.runs("table1")} == {"synthA", "synthB", "synthC"}
+    assert {r.cells[0] for r in plan.runs("table1")} == {"synthA", "synthB"}  # synthC plays H1: Table 15
     assert "synthD" not in {e.cell for evs in plan.evaluations.values() for e in evs}  # no expression
     assert any("synthD" in n for n in plan.notes)
     assert {c for c, _ in plan.predictions} == {"synthD", "synthA"}

@@ -45,9 +45,9 @@ def test_paper_config_dry_run_plans_every_table(tmp_path):
     # in an empty working directory: no asset is present
     counts = dry_run("paper", "--directory", str(tmp_path), "--configfile", str(ROOT / "config/config.yaml"))
     assert counts["train"] > 300 and counts["evaluate"] == counts["train"] + counts["import_released"]
-    assert counts["import_released"] == 10  # the authors' 2 cell lines x 5 seeds
+    assert counts["import_released"] == 15  # the authors' Prism (2 cell lines x 5 seeds) and Seq2Exp (K562 x 5)
     assert counts["gene_table"] == 3 and counts["shard"] == 3 * 23 and counts["store_tracks"] == 3 * 23
-    assert counts["metrics_table"] >= 13 and counts["figure"] == 4
+    assert counts["metrics_table"] >= 13 and counts["figure"] == 5  # figures 1, 2, 5, 6 and Table 2 drawn
     for rule in ("parameter_table", "hyperparameter_table", "data_statistics_table", "peaks", "candidates"):
         assert counts.get(rule, 0) >= 1, rule
 
@@ -59,7 +59,7 @@ def test_paper_table1_runs_every_architecture_on_three_cell_lines(tmp_path):
     assert {s for _, _, s in runs} == {"2", "22", "222", "2222", "22222"}
     archs = {m.split("_L")[0] if not m.startswith("L") else "prism" for _, m, _ in runs}
     assert {"prism", "enformer", "hyenadna", "mamba", "caduceus", "epinformer"} <= archs
-    assert ("K562", "L200000_h3k27ac+dnase+hic_K0", "2") in runs and ("K562", "L2000_h3k27ac+dnase+hic_K0", "2") in runs
+    assert ("K562", "caduceus-signals_L200000_h3k27ac+dnase+hic_K0", "2") in runs and ("K562", "L2000_h3k27ac+dnase+hic_K0", "2") in runs
 
 
 def test_lint_is_clean():
@@ -100,7 +100,9 @@ def test_demo_builds_every_target(demo_dir):
     tables = demo_dir / "results/tables"
 
     t1 = pd.read_csv(tables / "table1.csv")
-    assert set(t1["cell"]) == {"synthA", "synthB", "synthC"}  # synthC came from config alone; synthD has no CAGE
+    assert set(t1["cell"]) == {"synthA", "synthB"}  # synthD has no CAGE
+    t15 = pd.read_csv(tables / "table15.csv")
+    assert set(t15["cell"]) == {"synthC"}  # a cell line from config alone: its CAGE as a bigWig, its own signals
     assert set(t1["row"]) == set(plan_targets["experiments"]["table1"]["rows"])  # every row trained
     assert (t1[t1["row"] == "Prism"]["n_seeds"] == 2).all()
     pearson = t1[t1["metric"] == "pearson"].set_index(["row", "cell"])["mean"]

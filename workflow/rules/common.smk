@@ -117,7 +117,10 @@ def store_hic_inputs(wildcards):
 
 
 def store_hic_params(wildcards):
-    return {**shard_params(wildcards)["hic"], "length": config["preprocess"]["store_length"]}
+    return {
+        **shard_params(wildcards)["hic"],
+        "length": config["preprocess"]["store_length"],
+    }
 
 
 def gathered_inputs(wildcards):
@@ -133,7 +136,10 @@ def train_params(wildcards):
     run = _run(wildcards)
     arch = PLAN.architectures[run.model.arch]
     return {
-        "arch": {"name": run.model.arch, **{k: v for k, v in arch.items() if k != "training"}},
+        "arch": {
+            "name": run.model.arch,
+            **{k: v for k, v in arch.items() if k != "training"},
+        },
         "training": arch["training"],
         "inputs": {c: PLAN.data_inputs(c, run.model) for c in run.cells},
     }
@@ -146,7 +152,10 @@ def released_checkpoint(wildcards):
 def import_params(wildcards):
     run = _run(wildcards)
     arch = PLAN.architectures[run.model.arch]
-    return {"name": run.model.arch, **{k: v for k, v in arch.items() if k != "training"}}
+    return {
+        "name": run.model.arch,
+        **{k: v for k, v in arch.items() if k != "training"},
+    }
 
 
 def eval_inputs(wildcards):
@@ -164,7 +173,10 @@ def eval_params(wildcards):
 
 def weights_inputs(wildcards):
     run = _run(wildcards)
-    return {"model": [f"{run.path}/model.pt"], **PLAN.data_deps(wildcards.cell, run.model)}
+    return {
+        "model": [f"{run.path}/model.pt"],
+        **PLAN.data_deps(wildcards.cell, run.model),
+    }
 
 
 def weights_params(wildcards):
@@ -215,7 +227,10 @@ def candidates_params(wildcards):
     abc = config["cell_lines"][wildcards.cell].get("abc_predictions")
     return {
         "member": abc.get("member") if abc else None,
-        "hic": {"normalization": pre["hic_normalization"], "resolution": pre["hic_resolution"]},
+        "hic": {
+            "normalization": pre["hic_normalization"],
+            "resolution": pre["hic_resolution"],
+        },
     }
 
 

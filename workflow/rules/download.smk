@@ -2,7 +2,6 @@
 
 
 rule download:
-    localrule: True
     input:
         download_inputs,
     output:
@@ -12,6 +11,7 @@ rule download:
     # never rerun by Snakemake (nor a profile's retries): the downloader retries network errors
     # itself, and a checksum mismatch fails the same way every time
     retries: 0
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -14,10 +14,10 @@ rule metrics_table:
             category=target_section,
             labels=target_labels,
         ),
-    wildcard_constraints:
-        table=wildcard_pattern(PLAN.tables_of_kind("metrics")) or "no-table",
     log:
         "results/logs/tables/{table}.log",
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("metrics")) or "no-table",
     localrule: True
     conda:
         "../envs/report.yaml"
@@ -38,10 +38,10 @@ rule parameter_table:
             category=target_section,
             labels=target_labels,
         ),
-    wildcard_constraints:
-        table=wildcard_pattern(PLAN.tables_of_kind("parameters")) or "no-table",
     log:
         "results/logs/tables/{table}.log",
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("parameters")) or "no-table",
     localrule: True
     conda:
         "../envs/report.yaml"
@@ -62,10 +62,10 @@ rule hyperparameter_table:
             category=target_section,
             labels=target_labels,
         ),
-    wildcard_constraints:
-        table=wildcard_pattern(PLAN.tables_of_kind("hyperparameters")) or "no-table",
     log:
         "results/logs/tables/{table}.log",
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("hyperparameters")) or "no-table",
     localrule: True
     conda:
         "../envs/report.yaml"
@@ -88,10 +88,10 @@ rule data_statistics_table:
             category=target_section,
             labels=target_labels,
         ),
-    wildcard_constraints:
-        table=wildcard_pattern(PLAN.tables_of_kind("data_statistics")) or "no-table",
     log:
         "results/logs/tables/{table}.log",
+    wildcard_constraints:
+        table=wildcard_pattern(PLAN.tables_of_kind("data_statistics")) or "no-table",
     localrule: True
     conda:
         "../envs/report.yaml"
@@ -130,12 +130,12 @@ for target in TARGETS:
     rule:
         name:
             target.name
-        localrule: True
         input:
             target.outputs,
+        localrule: True
 
 
 rule paper:
-    localrule: True
     input:
         all_targets(),
+    localrule: True

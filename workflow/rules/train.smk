@@ -10,12 +10,12 @@ rule train:
     output:
         model="results/runs/{cells}/{model}/seed{seed}/model.pt",
         history="results/runs/{cells}/{model}/seed{seed}/history.csv",
-    wildcard_constraints:
-        model=PLAN.model_pattern(released=False),
     log:
         "results/logs/train/{cells}/{model}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train/{cells}/{model}/seed{seed}.tsv"
+    wildcard_constraints:
+        model=PLAN.model_pattern(released=False),
     conda:
         "../envs/train.yaml"
     resources:
@@ -82,10 +82,10 @@ rule import_released:
         released_checkpoint,
     output:
         model="results/runs/{cells}/{model}/seed{seed}/model.pt",
-    wildcard_constraints:
-        model=PLAN.model_pattern(released=True),
     log:
         "results/logs/import_released/{cells}/{model}/seed{seed}.log",
+    wildcard_constraints:
+        model=PLAN.model_pattern(released=True),
     conda:
         "../envs/train.yaml"
     params:
