@@ -74,6 +74,10 @@ def test_epoch_batch_sampler_is_seeded_and_skips():
     s.skip(2)
     assert list(s) == second[2:]
     assert list(s) == second  # skip applies once
+    s.start_at(len(s) + 2)  # global step 5: the third batch of epoch 1
+    assert list(s) == second[2:] and list(s) == second
+    s.start_at(0)
+    assert list(s) == first
 
 
 def test_cell_data_batch(shards):
@@ -89,9 +93,9 @@ def test_cell_data_batch(shards):
     assert only_seq.signals.shape == (5, 0, 100)
 
 
-def _train(shards, out, spec=None, seed=2, **overrides):
+def _train(shards, out, spec=None, seed=2, log=lambda m: None, **overrides):
     run = Run((CELL,), spec or ModelSpec(length=200, K=2), seed)
-    return train_run(run, {CELL: inputs(shards)}, ARCH, {**TRAINING, **overrides}, out, threads=1, log=lambda m: None)
+    return train_run(run, {CELL: inputs(shards)}, ARCH, {**TRAINING, **overrides}, out, threads=1, log=log)
 
 
 def _state(path):
@@ -224,6 +228,63 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(shards, tmp_path):
     ha = pd.read_csv(tmp_path / "straight/history.csv")
     hb = pd.read_csv(out / "history.csv")
     pd.testing.assert_frame_equal(ha[ha.kind == "val"].reset_index(drop=True), hb[hb.kind == "val"].reset_index(drop=True))
+
+
+CTRL_C_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    import torch
+    from prism.runs import ModelSpec, Run
+    from prism.train import train_run
+
+    a = json.loads(sys.argv[1])
+
+    def train(name, workers, ctrl_c_at=None):
+        def log(message):  # Ctrl-C: SIGINT to this process as the progress line of step ctrl_c_at is logged
+            if ctrl_c_at and message.startswith(f"step {ctrl_c_at}/"):
+                os.kill(os.getpid(), signal.SIGINT)
+            if message.startswith("training from"):
+                print(f"{name}: {message}", flush=True)
+        train_run(Run(("synthA",), ModelSpec(length=100, K=2), 2),
+                  {"synthA": {"genes": [a["genes"]], "shards": a["shards"]}},
+                  {"name": "prism", "kind": "prism", "model": a["model"]}, {**a["training"], "num_workers": workers},
+                  f"{a['out']}/{name}", threads=1, log=log)
+
+    train("straight", 0)
+    for workers, ctrl_c_at in a["stops"]:
+        name = f"stopped{workers}"
+        for step in ctrl_c_at:
+            try:
+                train(name, workers, step)
+            except SystemExit:  # Lightning's exit after the KeyboardInterrupt that follows the checkpoint
+                ckpt = torch.load(f"{a['out']}/{name}/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+                print(f"{name}: stopped at step {ckpt['global_step']} of epoch {ckpt['epoch']}", flush=True)
+        train(name, workers)
+""")
+
+
+def test_ctrl_c_after_an_epochs_last_validation_then_mid_epoch_resumes_to_the_uninterrupted_model(shards, tmp_path):
+    # 360 training genes in batches of 30: 12 batches an epoch, validation every 6 steps, a progress line
+    # every 3. Ctrl-C at step 12 saves after the validation of the epoch's last batch, where Lightning
+    # still counts the epoch as running; Ctrl-C at 15 saves mid-epoch. Then Ctrl-C at 15 with a data-loader
+    # worker, which draws its batches as soon as the loader's iterator exists. The runs go in a fresh
+    # interpreter: forking a worker from this one (hictkpy is imported for the shards) can deadlock.
+    training = {**TRAINING, "batch_size": 30, "max_steps": 18, "checkpoint_every": 1000}
+    args = json.dumps({"genes": shards["genes"], "shards": shards["shards"], "model": MODEL, "training": training,
+                       "out": str(tmp_path), "stops": [[0, [12, 15]], [1, [15]]]})
+    p = subprocess.run([sys.executable, "-c", CTRL_C_SCRIPT, args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert p.stdout.splitlines() == [
+        "straight: training from step 0 to 18",
+        "stopped0: training from step 0 to 18", "stopped0: stopped at step 12 of epoch 0",
+        "stopped0: training from step 12 to 18", "stopped0: stopped at step 15 of epoch 1",  # not epoch 2
+        "stopped0: training from step 15 to 18",
+        "stopped1: training from step 0 to 18", "stopped1: stopped at step 15 of epoch 1",
+        "stopped1: training from step 15 to 18"]
+    a = _state(tmp_path / "straight/model.pt")
+    for w in (0, 1):
+        b = _state(tmp_path / f"stopped{w}/model.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), f"resumed run ({w} workers) differs from the uninterrupted one"
+        assert (tmp_path / f"stopped{w}/history.csv").read_text() == (tmp_path / "straight/history.csv").read_text()
 
 
 def test_input_fingerprint_reuses_md5_of_untouched_files(tmp_path):

@@ -190,9 +190,12 @@ class Progress(L.Callback):
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Batches of a fresh permutation each epoch, drawn from (seed, epoch) alone, that can start mid-epoch.
 
-    Lightning calls ``set_epoch``; :class:`ResumeCheckpoint` calls ``skip`` when a run resumes, so the
-    resumed run sees exactly the batches the uninterrupted one would have. The last partial batch is
-    dropped (batch statistics of a 1-gene batch would break BatchNorm).
+    Every epoch has ``len(self)`` batches, so global step s (batches trained so far) is batch s % len of
+    epoch s // len: :meth:`start_at` puts the next iteration there. :class:`ResumeCheckpoint` calls it
+    when a checkpoint is restored and at every epoch's start, so the data of a step depends on the step
+    alone, never on Lightning's epoch counter (Lightning calls ``set_epoch`` only on a batch sampler's
+    ``.sampler``, which this one has not). The last partial batch is dropped (batch statistics of a
+    1-gene batch would break BatchNorm).
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, n_choices: int = 1):
@@ -208,7 +211,12 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def skip(self, batches: int):
+        """Start the next iteration at this batch of the epoch (once)."""
         self._skip = batches
+
+    def start_at(self, step: int):
+        """Start the next iteration where global step ``step`` (0 = the first batch of epoch 0) is."""
+        self.epoch, self._skip = divmod(int(step), len(self))
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -261,7 +269,8 @@ class ResumeCheckpoint(L.pytorch.callbacks.Checkpoint):
     after the step's validation when one is due (Lightning does not repeat a validation on resume), and
     as a Checkpoint callback it runs after the best-model callback, so the best score it saves is current.
     SIGTERM and SIGINT then stop the run with an error (Snakemake reruns or retries it); SIGUSR1 goes on.
-    On resume it fast-forwards the sampler to where the checkpoint was taken.
+    It positions the sampler (:meth:`EpochBatchSampler.start_at`) at the restored checkpoint's step and
+    at every epoch's start, so a resumed run draws exactly the batches of the uninterrupted one.
     """
 
     SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
@@ -272,10 +281,16 @@ class ResumeCheckpoint(L.pytorch.callbacks.Checkpoint):
         self._due = False  # a checkpoint is waiting for this step's validation
         self._previous: dict = {}
 
+    def on_load_checkpoint(self, trainer, task, checkpoint):
+        # Before Lightning creates the loader's first iterator (with workers it draws batches at once).
+        # From the step, not Lightning's epoch counter: after a checkpoint taken at an epoch's last batch
+        # after its validation, Lightning still counts that epoch as running and closes it without a batch.
+        self.sampler.start_at(checkpoint["global_step"])
+
+    def on_train_epoch_start(self, trainer, task):
+        self.sampler.start_at(trainer.global_step)
+
     def on_train_start(self, trainer, task):
-        done_in_epoch = trainer.global_step - trainer.current_epoch * len(self.sampler)
-        if done_in_epoch > 0:
-            self.sampler.skip(done_in_epoch)
         for name in self.SIGNALS:
             if hasattr(signal, name):
                 try:  # replaces Lightning's SIGTERM handler, which would stop before a checkpoint is taken
