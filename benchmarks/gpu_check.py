@@ -1,7 +1,8 @@
-"""One command for a machine with CUDA: fused kernels against our PyTorch path, and bf16 training steps.
+"""One command for a machine with CUDA: fused kernels against our PyTorch path, bf16 training steps, and a
+released checkpoint scored on the demo.
 
     PYTHONPATH=src python benchmarks/gpu_check.py            # CUDA if present (under 8 minutes on an H200)
-    PYTHONPATH=src python benchmarks/gpu_check.py --device cpu  # the CPU parts only, tiny models (seconds)
+    PYTHONPATH=src python benchmarks/gpu_check.py --device cpu  # the CPU parts only, tiny models (about a minute)
 
 Checks, each one row of the ONE summary table printed at the end (progress goes to stderr):
 
@@ -23,6 +24,15 @@ Checks, each one row of the ONE summary table printed at the end (progress goes 
    per-step Python loop takes minutes). Out of memory is reported as such (status OOM, not a failure), with
    the batch halved until a step fits.
 
+3. released checkpoint on the demo: the demo's "released" Prism checkpoint (the authors' Lightning layout,
+   random weights) imported and scored on the demo's test split by the workflow itself (``snakemake`` on
+   config/demo.yaml, target: that run's evaluation.json; ``--demo-dir`` reuses a demo already built), then
+   scored again here on each path: our PyTorch path in float32 on CPU (the reference), and on CUDA the
+   kernels and our PyTorch path under bf16 autocast, as the evaluate rule runs there. The row gives the test
+   MSE and Pearson and the worst prediction error ``max|p - p_ref| / max|p_ref|`` against the reference,
+   with the tolerances of check 1 (float32 on CPU, where the workflow's own numbers must agree too; bf16
+   on CUDA).
+
 Without CUDA it says which parts it skips, then runs on CPU what exercises the same code on tiny models:
 our chunked scan against the plain step-by-step reference, and a bf16-autocast training step.
 Exit status 1 if any comparison fails or errors.
@@ -34,8 +44,11 @@ import argparse
 import contextlib
 import math
 import os
+import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +58,9 @@ import torch
 import yaml
 
 from prism.archs import build_model
-from prism.data import Batch
+from prism.data import Batch, CellData
+from prism.evaluate import load_model, predict
+from prism.metrics import regression_metrics
 from prism.model import CaduceusBackbone, Mamba, PrismModel
 from prism.plan import Plan
 from prism.model import mamba as mamba_module
@@ -232,6 +247,9 @@ class Report:
         self.rows.append((check, case, result, limit, status))
         print(f"[gpu_check] {status:5} {check} | {case} | {result}", file=sys.stderr, flush=True)
 
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
     def out_of_time(self) -> bool:
         return time.monotonic() > self.deadline
 
@@ -341,9 +359,64 @@ def run_step_case(arch: Arch, tiny: bool, device: str, path: str, batch: int, le
                 torch.cuda.empty_cache()
 
 
+def released_on_demo(report: Report, device: str, kernels: bool, demo_dir: Path | None, cores: int) -> None:
+    """Check 3: the demo's released Prism checkpoint, imported by the workflow, scored on each path."""
+    check = "released checkpoint"
+    plan = Plan(yaml.safe_load((ROOT / "config/demo.yaml").read_text()), workdir=str(demo_dir or ROOT))
+    run = next(r for r in plan.runs("table1_released") if plan.architectures[r.model.arch].get("released"))
+    cell, variant = plan.tests[run.path][0]
+    with contextlib.ExitStack() as stack:
+        if demo_dir is None:
+            demo_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gpu_check_demo_")))
+        metrics_json = demo_dir / run.path / "evaluation.json"
+        if not metrics_json.exists():
+            cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(demo_dir),
+                   "--configfile", str(ROOT / "config/demo.yaml"), "--cores", str(cores), f"{run.path}/evaluation.json"]
+            print(f"[gpu_check] building the demo's released run: {' '.join(cmd)}", file=sys.stderr, flush=True)
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, report.left() - 60))
+            except subprocess.TimeoutExpired:
+                report.add(check, f"{run.path} ({cell})", "the demo build ran out of time", "-", "SKIP")
+                return
+            if p.returncode != 0:
+                tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+                report.add(check, f"{run.path} ({cell})", f"the demo build failed: {tail[:120]}", "-", "ERROR")
+                return
+        evaluation = json.loads(metrics_json.read_text())
+        theirs, their_device = evaluation["results"][f"{cell}/{variant}"], evaluation.get("device", "cpu")
+        model, meta = load_model(demo_dir / run.path / "model.pt")
+        with contextlib.chdir(demo_dir):  # the plan's data paths are relative to the workflow's folder
+            data = CellData.from_inputs(cell, plan.data_inputs(cell, meta["spec_obj"]), meta["spec_obj"], meta["arch"])
+        rows = data.indices("test")
+        paths = [("cpu", "torch")] + ([("cuda", "kernels")] if device == "cuda" and kernels else []) \
+            + ([("cuda", "torch")] if device == "cuda" else [])
+        ref = None
+        for dev, path in paths:
+            with torch_path(path == "torch"):
+                pred, _, _ = predict(model, data, rows, variant=variant, device=dev)
+            m = regression_metrics(data.target[rows], pred)
+            case = f"demo Prism (released layout) {cell} test n={m['n']}, {path} on {dev}" \
+                   + (" float32" if dev == "cpu" else " bf16")
+            if ref is None:
+                ref = pred
+                err = max(abs(m["mse"] - theirs["mse"]), abs(m["pearson"] - theirs["pearson"]))
+                limit = TOLERANCE["float32"] if their_device == "cpu" else TOLERANCE["bfloat16"]
+                vs = f"workflow's ({their_device}): MSE {theirs['mse']:.4f}, Pearson {theirs['pearson']:.4f}; |Δ| {err:.1e}"
+            else:
+                err = float(abs(pred - ref).max() / max(abs(ref).max(), 1e-12))
+                limit = TOLERANCE["bfloat16"]
+                vs = f"vs CPU float32: worst {err:.1e}"
+            report.add(check, case, f"MSE {m['mse']:.4f}, Pearson {m['pearson']:.4f}; {vs}", f"{limit:g}",
+                       "PASS" if err <= limit else "FAIL")
+        model.cpu()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    parser.add_argument("--demo-dir", type=Path, help="a demo workflow folder (config/demo.yaml) to reuse for "
+                        "check 3; by default the needed jobs run in a temporary folder")
+    parser.add_argument("--cores", type=int, default=min(8, os.cpu_count() or 1), help="for the demo build")
     args = parser.parse_args(argv)
     device = "cuda" if (args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())) else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -365,6 +438,7 @@ def main(argv=None) -> int:
         else:
             report.add("kernels vs torch", "Mamba mixer and Caduceus backbone, float32 and bf16",
                        "mamba_ssm / causal_conv1d do not import: nothing to compare", "-", "SKIP")
+        released_on_demo(report, "cuda", kernels, args.demo_dir, args.cores)
         step_times(report, "cuda", kernels, tiny=False)
     else:
         print(f"device: CPU ({torch.get_num_threads()} threads), torch {torch.__version__}. No CUDA: SKIPPING the "
@@ -376,6 +450,7 @@ def main(argv=None) -> int:
             report.add("bf16 train step", f"{arch.name} " + ", ".join(f"L{n}" for n in arch.lengths)
                        + f" B{arch.batch}", "needs CUDA", "-", "SKIP")
         compare_scan_cpu(report)
+        released_on_demo(report, "cpu", False, args.demo_dir, args.cores)
         step_times(report, "cpu", kernels=False, tiny=True)
 
     print(report.table())

@@ -925,7 +925,9 @@ def fetch(spec: AssetSpec, dest: str | Path, *, lock: str | Path | None = None, 
                          f"({_redact(state['final_url'])})")
     if lock_path is not None:
         _lock_record(lock_path, lock_key, {"md5": got_md5, "size": got_size, "url": spec.url}, name)
-        if md5_src is None:
+        if md5_src is None and sha256:
+            log(f"{name}: sha256 {sha256[:12]}… verified; recorded md5 {got_md5} in {lock_path}")
+        elif md5_src is None:
             log(f"{name}: no checksum known; recorded md5 {got_md5} in {lock_path} (trust on first use)")
     os.replace(part.path, dest)
     record.update({

@@ -194,8 +194,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     epoch s // len: :meth:`start_at` puts the next iteration there. :class:`ResumeCheckpoint` calls it
     when a checkpoint is restored and at every epoch's start, so the data of a step depends on the step
     alone, never on Lightning's epoch counter (Lightning calls ``set_epoch`` only on a batch sampler's
-    ``.sampler``, which this one has not). The last partial batch is dropped (batch statistics of a
-    1-gene batch would break BatchNorm).
+    ``.sampler``, which this one has not, so it has none). The last partial batch is dropped (batch
+    statistics of a 1-gene batch would break BatchNorm).
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, n_choices: int = 1):
@@ -206,13 +206,6 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.n // self.batch_size
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def skip(self, batches: int):
-        """Start the next iteration at this batch of the epoch (once)."""
-        self._skip = batches
 
     def start_at(self, step: int):
         """Start the next iteration where global step ``step`` (0 = the first batch of epoch 0) is."""
