@@ -33,8 +33,11 @@ def sh(*cmd: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # stopped at the session's end: see below
 def cluster():
+    """The test cluster, up until every test has run: Snakemake imports its SLURM executor plugin at every
+    start, and the plugin runs ``scontrol show config`` then, which waits 10 s when scontrol is installed
+    but no controller answers (every later Snakemake call in the suite would pay that)."""
     p = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=1200)
     if p.returncode == SKIP_STATUS:
         pytest.skip(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "start-cluster.sh: skipped")
