@@ -244,7 +244,8 @@ class Report:
         self.deadline = deadline
 
     def add(self, check: str, case: str, result: str, limit: str, status: str) -> None:
-        self.rows.append((check, case, result, limit, status))
+        # a cell's own "|" (an exception's text) would split it in the Markdown table
+        self.rows.append(tuple(c.replace("|", "/") for c in (check, case, result, limit, status)))
         print(f"[gpu_check] {status:5} {check} | {case} | {result}", file=sys.stderr, flush=True)
 
     def left(self) -> float:
@@ -401,7 +402,8 @@ def released_on_demo(report: Report, device: str, kernels: bool, demo_dir: Path 
                 ref = pred
                 err = max(abs(m["mse"] - theirs["mse"]), abs(m["pearson"] - theirs["pearson"]))
                 limit = TOLERANCE["float32"] if their_device == "cpu" else TOLERANCE["bfloat16"]
-                vs = f"workflow's ({their_device}): MSE {theirs['mse']:.4f}, Pearson {theirs['pearson']:.4f}; |Δ| {err:.1e}"
+                vs = (f"workflow's ({their_device}): MSE {theirs['mse']:.4f}, Pearson {theirs['pearson']:.4f}; "
+                      f"largest difference {err:.1e}")
             else:
                 err = float(abs(pred - ref).max() / max(abs(ref).max(), 1e-12))
                 limit = TOLERANCE["bfloat16"]

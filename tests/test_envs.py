@@ -130,5 +130,6 @@ def test_every_rule_that_runs_something_names_an_existing_environment():
 def test_rules_without_an_environment_only_collect_targets():
     for name, body in rules().items():
         if "conda:" not in body:
-            assert re.fullmatch(r"\s*(localrule: True\s*\n)?\s*input:\s*\n(\s+[\w\"(),./{}\[\]]+,\s*\n)+\s*", body), \
+            assert re.fullmatch(r"\s*(localrule: True\s*\n)?\s*input:\s*\n(\s+[\w\"(),./{}\[\]]+,\s*\n)+"
+                                r"\s*(localrule: True\s*\n)?\s*", body), \
                 f"rule {name}"

@@ -13,6 +13,7 @@ import pyBigWig
 import pyfaidx
 import pytest
 
+from prism.demo import write_hic
 from prism.genes import DataError, bigwig_window_sums, read_gene_table
 from prism.preprocess import build_shard, gunzip_fasta
 from prism.shards import read_shard
@@ -101,16 +102,10 @@ def test_not_a_hic_file(shard_of, demo_fasta):
 
 def _hic_with_contacts_on(path, mirror, chroms):
     """A real .hic (hictkpy) of all demo chromosomes, with contacts on `chroms` only."""
-    import hictkpy
-
     sizes = dict(mirror["chromosomes"])
     pixels = pd.DataFrame([{"chrom1": c, "start1": s, "end1": s + 5000, "chrom2": c, "start2": s, "end2": s + 5000,
                             "count": 3} for c in chroms for s in range(0, 100_000, 5000)])
-    (path.parent / "scratch").mkdir(exist_ok=True)
-    writer = hictkpy.hic.FileWriter(str(path), sizes, [5000], assembly="synthetic", tmpdir=str(path.parent / "scratch"))
-    writer.add_pixels(pixels)
-    writer.finalize()
-    del writer
+    write_hic(path, sizes, 5000, pixels, assembly="synthetic")
     return str(path)
 
 

@@ -16,6 +16,7 @@ import pyfaidx
 import pytest
 import torch
 
+from prism.demo import write_hic
 from prism.genes import DataError, read_gene_table
 from prism.preprocess import build_shard
 from prism.shards import expand_hic, hic_offsets_for, read_shard
@@ -244,8 +245,6 @@ def test_truncated_and_corrupt_bigwig(demo_mirror, tmp_path):
 
 
 def test_missing_chromosome_in_bigwig_and_hic(demo_mirror, demo_gene_tables, tmp_path):
-    import hictkpy
-
     sizes = demo_mirror["chromosomes"]
     path = _bigwig(tmp_path / "chr1_only.bw", {"chr1": sizes["chr1"]}, {"chr1": ([0], [10], [1.0])})
     good = demo_mirror["cells"]["synthA"]["h3k27ac"]["path"]
@@ -259,11 +258,8 @@ def test_missing_chromosome_in_bigwig_and_hic(demo_mirror, demo_gene_tables, tmp
     _assert_no_outputs(out)
 
     hic = tmp_path / "chr1_only.hic"
-    writer = hictkpy.hic.FileWriter(str(hic), {"chr1": sizes["chr1"]}, [RES], tmpdir=str(tmp_path))
-    writer.add_pixels(pd.DataFrame({"chrom1": ["chr1"], "start1": [0], "end1": [RES], "chrom2": ["chr1"],
-                                    "start2": [RES], "end2": [2 * RES], "count": [3]}))
-    writer.finalize()
-    del writer
+    write_hic(hic, {"chr1": sizes["chr1"]}, RES, pd.DataFrame({"chrom1": ["chr1"], "start1": [0], "end1": [RES],
+              "chrom2": ["chr1"], "start2": [RES], "end2": [2 * RES], "count": [3]}))
     with pytest.raises(DataError, match=r"chr1_only.hic: chromosome chr22 is missing") as err:
         build_long_hic(demo_gene_tables["synthA"], "chr22", {"path": hic, "normalization": "NONE", "resolution": RES},
                        LONG, out / "chr22.hic.npz", chrom_size=sizes["chr22"])

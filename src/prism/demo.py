@@ -725,8 +725,6 @@ def _write_cage_bigwig(path: Path, genes: pd.DataFrame, cage: np.ndarray) -> Non
 
 
 def _write_hic(path: Path, pixels: dict, *, rename: bool = False) -> None:
-    import hictkpy
-
     path.parent.mkdir(parents=True, exist_ok=True)
     names = {c: (_ensembl(c) if rename else c) for c in CHROMOSOMES}
     sizes = {names[c]: CHROMOSOMES[c][0] for c in CHROMOSOMES}
@@ -751,14 +749,39 @@ def _write_hic(path: Path, pixels: dict, *, rename: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp.hic")
     if tmp.exists():
         tmp.unlink()  # hictkpy refuses to overwrite
-    scratch = path.parent / ".hictk_tmp"
-    scratch.mkdir(exist_ok=True)
-    writer = hictkpy.hic.FileWriter(str(tmp), sizes, [HIC_RESOLUTION], assembly="synthetic", tmpdir=str(scratch))
-    writer.add_pixels(pd.concat(frames, ignore_index=True))
-    writer.finalize()
-    del writer
+    write_hic(tmp, sizes, HIC_RESOLUTION, pd.concat(frames, ignore_index=True), assembly="synthetic")
     os.replace(tmp, path)
-    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_hic(path, sizes: dict, resolution: int, pixels: pd.DataFrame, *, assembly: str = "unknown") -> None:
+    """A real .hic of ``pixels`` (hictkpy's bg2 columns chrom1, start1, end1, chrom2, start2, end2, count),
+    written in a child process. hictkpy 1.4's writer leaves a thread behind that keeps one core busy for the
+    rest of the process's life, even after ``finalize()``: in a test session it halves a 2-core machine."""
+    import pickle
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1])  # the child imports this package as the parent does
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    code = "import pickle, sys; from prism.demo import _write_hic_here; _write_hic_here(*pickle.load(sys.stdin.buffer))"
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       input=pickle.dumps((str(path), dict(sizes), int(resolution), pixels, assembly)))
+    if p.returncode != 0:
+        last = (p.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"{path}: hictkpy could not write the .hic: {last}")
+
+
+def _write_hic_here(path: str, sizes: dict, resolution: int, pixels: pd.DataFrame, assembly: str) -> None:
+    import hictkpy
+
+    scratch = Path(path).parent / f".hictk_tmp.{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = hictkpy.hic.FileWriter(path, sizes, [resolution], assembly=assembly, tmpdir=str(scratch))
+        writer.add_pixels(pixels)
+        writer.finalize()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _gene_bodies(genes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
