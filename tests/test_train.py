@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -299,3 +300,14 @@ def test_input_fingerprint_reuses_md5_of_untouched_files(tmp_path):
     b.write_bytes(b"\1" * 10)  # new content: a new modification time, so it is hashed again
     os.utime(b, ns=(cache[str(b)]["mtime_ns"] + 1, cache[str(b)]["mtime_ns"] + 1))
     assert input_fingerprint([str(a), str(b)], cache)[0][str(b)] == file_md5(b) != "0" * 32
+
+
+def test_training_imports_lightning_without_transformers():
+    """prism.train keeps torchmetrics from importing transformers (3 s of every training job); the Enformer
+    baseline still imports it, and torchmetrics still works."""
+    code = ("import sys; import prism.train; assert 'transformers' not in sys.modules, 'transformers imported'; "
+            "import torch, torchmetrics; m = torchmetrics.MeanSquaredError(); m.update(torch.zeros(3), torch.ones(3)); "
+            "assert float(m.compute()) == 1.0; import prism.model.enformer; assert 'transformers' in sys.modules")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
+    assert p.returncode == 0, p.stderr[-2000:]

@@ -20,9 +20,10 @@ import time
 import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
+
+from ._lightning import L  # noqa: I001 (before any other import of Lightning)
 from lightning.pytorch.plugins.environments import LightningEnvironment
 
 from .data import CellData, GeneIndex
