@@ -42,9 +42,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
-import json
 import resource
 import subprocess
 import sys
@@ -73,8 +73,8 @@ TIME_BUDGET_S = 7 * 60  # later cases are skipped past this, so the whole check 
 
 @dataclass
 class Arch:
-    """One architecture of the step-time check: ``build(tiny, length)`` returns a model on CPU in float32, following
-    the model contract (``forward_batch(batch, mode)``, ``loss(out, target)``, ``param_groups(wd)``)."""
+    """One architecture of the step-time check: ``build(tiny, length)`` returns a model on CPU in float32,
+    following the model contract (``forward_batch(batch, mode)``, ``loss(out, target)``, ``param_groups(wd)``)."""
 
     name: str
     build: Callable[[bool, int], torch.nn.Module]  # (tiny, input length)
@@ -387,7 +387,8 @@ def released_on_demo(report: Report, device: str, kernels: bool, demo_dir: Path 
         theirs, their_device = evaluation["results"][f"{cell}/{variant}"], evaluation.get("device", "cpu")
         model, meta = load_model(demo_dir / run.path / "model.pt")
         with contextlib.chdir(demo_dir):  # the plan's data paths are relative to the workflow's folder
-            data = CellData.from_inputs(cell, plan.data_inputs(cell, meta["spec_obj"]), meta["spec_obj"], meta["arch"])
+            spec = meta["spec_obj"]
+            data = CellData.from_inputs(cell, plan.data_inputs(cell, spec), spec, meta["arch"])
         rows = data.indices("test")
         paths = [("cpu", "torch")] + ([("cuda", "kernels")] if device == "cuda" and kernels else []) \
             + ([("cuda", "torch")] if device == "cuda" else [])

@@ -133,8 +133,8 @@ def evaluate_run(model_path: str | Path, tests: list[tuple[str, str]], data_inpu
             f"n {m['n']}" + (f" mean weight {mean_weight:.3f}" if mean_weight is not None else ""))
     _atomic_text(predictions_out, "".join(lines))
     out = {"run": meta["run"], "model": spec.model_id, "arch": meta["arch"].get("name", spec.arch),
-           "split": split, "device": device, "best_step": meta.get("best_step"), "best_val_mse": meta.get("best_val_mse"),
-           "results": results}
+           "split": split, "device": device, "best_step": meta.get("best_step"),
+           "best_val_mse": meta.get("best_val_mse"), "results": results}
     _atomic_text(metrics_out, json.dumps(out, indent=2) + "\n")
     return out
 

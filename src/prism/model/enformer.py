@@ -27,12 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from enformer_pytorch import Enformer
 from enformer_pytorch.modeling_enformer import Attention, exponential_linspace_int
 
 from prism.genes import DataError
-from prism.model.readout import ExpressionHead, adamw_param_groups, require_sequence_only
+from prism.model.readout import ExpressionHead, SequenceRegressor, require_sequence_only
 
 __all__ = [
     "DEFAULT_HP",
@@ -119,7 +118,7 @@ def load_pretrained(model_dir: str | Path, use_tf_gamma: bool = True) -> Enforme
     return model
 
 
-class EnformerRegressor(nn.Module):
+class EnformerRegressor(SequenceRegressor):
     """Centre ``window`` bp -> Enformer trunk -> mean over bins + extra features -> head -> expression (B,)."""
 
     def __init__(self, trunk: Enformer, window: int, head_dim: int, n_features: int, freeze: bool = False):
@@ -142,22 +141,6 @@ class EnformerRegressor(nn.Module):
         pooled = emb.mean(dim=1)  # (B, 2 dim)
         pred = self.head(torch.cat([pooled.to(features.dtype), features], dim=-1)).squeeze(-1)  # (B,)
         return pred.float()  # fp32 under autocast too, as the reference's logits.float()
-
-    def forward_batch(self, batch, mode: str = "eval") -> dict:
-        """batch: prism.data.Batch (reads seq and features) -> {"pred": (B,)}; both modes are the same
-        function (dropout and BatchNorm follow ``self.training``, as Lightning sets it)."""
-        if mode not in ("train", "eval"):
-            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-        return {"pred": self(batch.seq, batch.features)}
-
-    def loss(self, out: dict, target: torch.Tensor) -> dict:
-        """Smooth L1 (Huber, beta 1) of pred against target (B,) log10(CAGE + 1), as Seq2Exp's gene_pred task."""
-        pred_loss = F.smooth_l1_loss(out["pred"].float(), target.float())
-        return {"loss": pred_loss, "pred_loss": pred_loss}
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: no decay on biases, LayerNorms and BatchNorms; frozen parameters left out."""
-        return adamw_param_groups(self, weight_decay)
 
 
 def _check_hp(hp: dict, length: int) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prism.model.readout import ExpressionHead, adamw_param_groups, centre_mean_pool, require_sequence_only
+from prism.model.readout import ExpressionHead, SequenceRegressor, centre_mean_pool, require_sequence_only
 
 __all__ = [
     "DEFAULT_HP",
@@ -273,7 +273,7 @@ class HyenaBackbone(nn.Module):
         return self.ln_f(residual)
 
 
-class HyenaDNA(nn.Module):
+class HyenaDNA(SequenceRegressor):
     """Sequence -> Linear(4, d) -> Hyena backbone -> centre mean pool + extra features -> head -> expression.
 
     Trained with smooth L1 on log10(CAGE + 1), as Seq2Exp's ``gene_pred`` task trains its baselines.
@@ -299,22 +299,6 @@ class HyenaDNA(nn.Module):
         pooled = centre_mean_pool(hidden, self.center_len)  # (B, D)
         pred = self.head(torch.cat([pooled.to(features.dtype), features], dim=-1)).squeeze(-1)  # (B,)
         return pred.float()  # fp32 under autocast too, as the reference's logits.float()
-
-    def forward_batch(self, batch, mode: str = "eval") -> dict:
-        """batch: prism.data.Batch (reads seq and features) -> {"pred": (B,)}; both modes are the same
-        function (dropout follows ``self.training``, as Lightning sets it)."""
-        if mode not in ("train", "eval"):
-            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
-        return {"pred": self(batch.seq, batch.features)}
-
-    def loss(self, out: dict, target: torch.Tensor) -> dict:
-        """Smooth L1 (Huber, beta 1) of pred against target (B,) log10(CAGE + 1)."""
-        pred_loss = F.smooth_l1_loss(out["pred"].float(), target.float())
-        return {"loss": pred_loss, "pred_loss": pred_loss}
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: no decay on biases, LayerNorms and the implicit filters (Seq2Exp's ``wd: 0.0``)."""
-        return adamw_param_groups(self, weight_decay)
 
 
 def build(hp: dict, spec, n_features: int) -> HyenaDNA:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from prism.model.caduceus import RMSNorm
 
-__all__ = ["ExpressionHead", "adamw_param_groups", "centre_mean_pool", "require_sequence_only"]
+__all__ = ["ExpressionHead", "SequenceRegressor", "adamw_param_groups", "centre_mean_pool", "require_sequence_only"]
 
 
 def centre_mean_pool(hidden: torch.Tensor, center_len: int) -> torch.Tensor:
@@ -70,3 +71,25 @@ def require_sequence_only(spec, arch: str) -> None:
     if tuple(spec.signals):
         raise ValueError(f"{arch} is a sequence-only model (as Seq2Exp trains it); signals must be empty, "
                          f"got {list(spec.signals)}")
+
+
+class SequenceRegressor(nn.Module):
+    """The model contract for Seq2Exp's sequence-only baselines (HyenaDNA, Enformer): ``forward(seq,
+    features)`` gives (B,) predictions; training and evaluation are the same function (dropout and BatchNorm
+    follow ``self.training``, as Lightning sets it), and the loss is Seq2Exp's gene_pred task's."""
+
+    def forward_batch(self, batch, mode: str = "eval") -> dict:
+        """batch: prism.data.Batch (reads seq and features) -> {"pred": (B,)}."""
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        return {"pred": self(batch.seq, batch.features)}
+
+    def loss(self, out: dict, target: torch.Tensor) -> dict:
+        """Smooth L1 (Huber, beta 1) of pred against target (B,) log10(CAGE + 1)."""
+        pred_loss = F.smooth_l1_loss(out["pred"].float(), target.float())
+        return {"loss": pred_loss, "pred_loss": pred_loss}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups (:func:`adamw_param_groups`): no decay on biases, norms and ``_no_weight_decay``
+        parameters (Hyena's implicit filters: Seq2Exp's ``wd: 0.0``); frozen parameters left out."""
+        return adamw_param_groups(self, weight_decay)
