@@ -453,10 +453,12 @@ def _quiet_lightning():
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # resuming mid-epoch is exact here: ResumeCheckpoint fast-forwards the sampler (tests/test_train.py)
+    # resuming mid-epoch is exact here: ResumeCheckpoint positions the sampler (tests/test_train.py)
     warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
     # the folder holds this run's stamp and checkpoints by design
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # one process per job, under SLURM too (the profile submits each job; LightningEnvironment, not SLURM's)
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
 def _atomic_save(obj, path: Path):
