@@ -528,6 +528,19 @@ def _write_blacklist(path: Path, rng, n_runs) -> Path:
     return path
 
 
+def _hf_checkpoint(root: Path, rel_root: Path, repo: str, folder: str, name: str, ckpt: dict) -> str:
+    """``ckpt`` saved as ``<rel_root>/<folder>/<name>`` of a Hugging Face-style repo, and listed there."""
+    import torch
+
+    path = rel_root / folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    _atomic_bytes(path, buf.getvalue())
+    _hf_listing(root, repo, folder, {f"{folder}/{name}": path})
+    return str(path)
+
+
 def _hf_listing(root: Path, repo: str, folder: str, files: dict[str, Path]) -> None:
     """The tree listing of one folder as Hugging Face's API gives it (prism.download.resolve_hf_files)."""
     entries = []
@@ -570,13 +583,7 @@ def _write_huggingface(root: Path, seed: int) -> dict:
                     "state_dict": export_reference_state_dict(model.state_dict()), "hyper_parameters": hparams}
             folder = f"ckpt/{theirs}/seed_{s}"
             name = f"mse-2025-01-{20 + len(str(s))}_00-00-00+Fold11.ckpt"  # a date in the name, as theirs
-            path = rel_root / folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            torch.save(ckpt, buf)
-            _atomic_bytes(path, buf.getvalue())
-            _hf_listing(root, HF_RELEASED["repo"], folder, {f"{folder}/{name}": path})
-            out["released"][(cell, s)] = str(path)
+            out["released"][(cell, s)] = _hf_checkpoint(root, rel_root, HF_RELEASED["repo"], folder, name, ckpt)
     torch.manual_seed(seed + 77)
     backbone = CaduceusBackbone(d["d_model"], d["n_layer"], d_state=d["d_state"], d_conv=d["d_conv"],
                                 expand=d["expand"])
@@ -642,13 +649,7 @@ def _write_seq2exp_released(root: Path, seed: int) -> dict:
                     "hparams_name": "config", "hyper_parameters": hparams}
             folder = HF_SEQ2EXP["folder"].format(cell=theirs, seed=s)
             name = "mse-2025-02-03_00-00-00+Fold11.ckpt"  # their ModelCheckpoint's "<monitor>-<date>+Fold11"
-            path = rel_root / folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO()
-            torch.save(ckpt, buf)
-            _atomic_bytes(path, buf.getvalue())
-            _hf_listing(root, HF_SEQ2EXP["repo"], folder, {f"{folder}/{name}": path})
-            out[(cell, s)] = str(path)
+            out[(cell, s)] = _hf_checkpoint(root, rel_root, HF_SEQ2EXP["repo"], folder, name, ckpt)
     return out
 
 

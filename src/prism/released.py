@@ -389,6 +389,28 @@ def lookup_hparam(tree: dict, dotted: str, default=None, _depth: int = 0):
     return node
 
 
+class CheckpointHparams:
+    """A checkpoint's Hydra config, read by dotted key (:func:`lookup_hparam`). A key it lacks falls back to
+    the reference code's default in ``defaults`` and is recorded in ``defaulted``; :meth:`need` refuses a
+    value that ``model`` cannot express, in one line naming the checkpoint."""
+
+    def __init__(self, hparams: dict | None, defaults: dict, name: str, model: str = "our model"):
+        self.tree, self.defaults, self.name, self.model = hparams or {}, defaults, name, model
+        self.defaulted: list[str] = []
+
+    def get(self, dotted: str, fallback=None):
+        value = lookup_hparam(self.tree, dotted)
+        if value is None:
+            value = lookup_hparam(self.defaults, dotted, fallback)
+            self.defaulted.append(dotted)
+        return value
+
+    def need(self, dotted: str, want) -> None:
+        got = self.get(dotted)
+        if got != want:
+            raise ValueError(f"{self.name}: {dotted} is {got!r}; {self.model} is built only for {want!r}")
+
+
 def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple[dict, dict, dict]:
     """Their Hydra config -> (model_cfg, settings, info) of ours.
 
@@ -399,19 +421,8 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
     (e.g. ``weight_act: softmax``, which they normalise over d_model, or ``rcps: true``) is a ValueError.
     """
     hp = hparams or {}
-    defaulted = []
-
-    def get(dotted: str, fallback=None):
-        value = lookup_hparam(hp, dotted)
-        if value is None:
-            value = lookup_hparam(REFERENCE_DEFAULTS, dotted, fallback)
-            defaulted.append(dotted)
-        return value
-
-    def need(dotted: str, want) -> None:
-        got = get(dotted)
-        if got != want:
-            raise ValueError(f"{name}: {dotted} is {got!r}; our model is built only for {want!r}")
+    h = CheckpointHparams(hp, REFERENCE_DEFAULTS, name)
+    get, need, defaulted = h.get, h.need, h.defaulted
 
     mc = "model.config."
     for key, want in (("rms_norm", True), ("bidirectional", True), ("bidirectional_strategy", "add"),

@@ -132,15 +132,20 @@ def train_inputs(wildcards):
     return PLAN.run_inputs(_run(wildcards))
 
 
-def train_params(wildcards):
-    run = _run(wildcards)
+def _arch_params(run):
+    """The run's architecture as the model code reads it: its name, kind and hyper-parameters."""
     arch = PLAN.architectures[run.model.arch]
     return {
-        "arch": {
-            "name": run.model.arch,
-            **{k: v for k, v in arch.items() if k != "training"},
-        },
-        "training": arch["training"],
+        "name": run.model.arch,
+        **{k: v for k, v in arch.items() if k != "training"},
+    }
+
+
+def train_params(wildcards):
+    run = _run(wildcards)
+    return {
+        "arch": _arch_params(run),
+        "training": PLAN.architectures[run.model.arch]["training"],
         "inputs": {c: PLAN.data_inputs(c, run.model) for c in run.cells},
     }
 
@@ -150,12 +155,7 @@ def released_checkpoint(wildcards):
 
 
 def import_params(wildcards):
-    run = _run(wildcards)
-    arch = PLAN.architectures[run.model.arch]
-    return {
-        "name": run.model.arch,
-        **{k: v for k, v in arch.items() if k != "training"},
-    }
+    return _arch_params(_run(wildcards))
 
 
 def eval_inputs(wildcards):

@@ -562,22 +562,11 @@ def reference_config(hparams: dict | None, *, name: str = "checkpoint") -> tuple
     came from :data:`REFERENCE_DEFAULTS` because the checkpoint lacked them. A setting this module cannot
     express (gen_signal, a bio or include-list mask, top-k or Kumaraswamy masks, ...) is a ValueError.
     """
-    from prism.released import lookup_hparam
+    from prism.released import CheckpointHparams, lookup_hparam
 
     tree = hparams or {}
-    defaulted = []
-
-    def get(dotted: str):
-        value = lookup_hparam(tree, dotted)
-        if value is None:
-            value = lookup_hparam(REFERENCE_DEFAULTS, dotted)
-            defaulted.append(dotted)
-        return value
-
-    def need(dotted: str, want) -> None:
-        got = get(dotted)
-        if got != want:
-            raise ValueError(f"{name}: {dotted} is {got!r}; our Seq2Exp is built only for {want!r}")
+    h = CheckpointHparams(tree, REFERENCE_DEFAULTS, name, "our Seq2Exp")
+    get, need, defaulted = h.get, h.need, h.defaulted
 
     mc = "model.config."
     need("model._name_", "BiMambaMIRNP")
