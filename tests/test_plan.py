@@ -205,7 +205,18 @@ def test_a_table_declared_only_in_config_is_planned():
     assert t.title == "Prism with H3K4me3 on synthA" and t.section == "Mine" and "not in the paper" in t.caption
 
 
+def test_a_row_may_be_tested_on_some_of_the_tables_cells():
+    plan = Plan(load("demo.yaml"), workdir="/w")
+    by_row = {}
+    for e in plan.evaluations["table1"]:
+        by_row.setdefault(e.row.label, set()).add(e.cell)
+    assert by_row["Enformer"] == {"synthA"} and by_row["Prism"] == {"synthA", "synthB"}
+    assert not any(r.model.arch == "enformer" and r.cells == ("synthB",) for r in plan.runs())
+
+
 @pytest.mark.parametrize("edit, message", [
+    (lambda c: c["experiments"]["table1"]["rows"]["Prism"].update(cells=["H1", "K999"]),
+     "experiments.table1: row 'Prism': cells names 'K999', which is not among the table's cells"),
     (lambda c: c["experiments"]["table2"].update(cells=["K999"]), "experiments.table2.cells names 'K999'"),
     (lambda c: c["cell_lines"]["K562"]["expression"].update(asset="nope"),
      "cell_lines.K562.expression.asset names 'nope'"),

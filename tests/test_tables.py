@@ -72,6 +72,20 @@ def test_a_row_trained_differently_says_how(tmp_path):
     assert s[s["group"] == "lambda1"]["x"].tolist()[:1] == [0.1]
 
 
+def test_a_row_not_tested_on_a_cell_line_shows_a_dash_and_says_why(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    plan = Plan(cfg, workdir=str(tmp_path))
+    entries = fake_evaluations(plan, "table1", tmp_path)
+    out = [tmp_path / f"t1.{x}" for x in ("csv", "md", "html")]
+    s = metrics_table(plan.table_spec("table1"), entries, archs_hp(plan), *out, cell_map=cfg["paper_cells"],
+                      log=lambda m: None)
+    assert set(s[s["row"] == "Enformer"]["cell"]) == {"synthA"}
+    md = out[1].read_text()
+    enformer = next(line for line in md.splitlines() if line.startswith("| Enformer |"))
+    assert enformer.count("—") == 3  # synthB's three metrics
+    assert "Not tested on synthB (the row's cells:): Enformer, HyenaDNA, EPInformer" in md
+
+
 def test_parameter_and_hyperparameter_tables(tmp_path):
     plan = Plan(paper_cfg(), workdir=str(tmp_path))
     spec = plan.table_spec("table3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ def job_log(snakemake):
     AssetError, whose message is one line naming the file) then ends the job with that one line on
     Snakemake's console and exit status 1; anything else is re-raised with its traceback (a bug).
     """
+    gc.freeze()
     path = snakemake.log[0]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -34,6 +36,7 @@ def job_log(snakemake):
         log(f"rule {snakemake.rule}: {', '.join(map(str, snakemake.output))}")
         yield log
         log(f"done in {time.monotonic() - t0:.1f} s")
+        gc.freeze()
     except Exception as e:
         log(f"ERROR: {type(e).__name__}: {e}")
         if not _is_bad_input(e):

@@ -43,7 +43,7 @@ TABLE_KINDS = ("metrics", "parameters", "data_statistics", "hyperparameters")
 #: kinds of figure panel
 FIGURE_PLOTS = ("lines", "bars", "weights", "locus")
 #: settings a row may give beside the model settings: how it is tested and on what it is trained
-ROW_KEYS = ("variant", "test_length", "trained_on", "seeds")
+ROW_KEYS = ("variant", "test_length", "trained_on", "seeds", "cells")
 #: swept settings that are test-time, not training-time
 TEST_SETTINGS = ("test_length",)
 
@@ -103,8 +103,9 @@ class Row:
     """One row of a metrics table: what was trained, on which cell lines, and how it is tested.
 
     ``trained_on`` None: every test cell line trains its own run; a tuple: one run trained on those
-    cell lines together (mixed-cell training), tested on each. ``x`` is the numeric value of a swept
-    setting (``setting``) for figures; None for a labelled row.
+    cell lines together (mixed-cell training), tested on each. ``cells``: the table's cell lines this row
+    is tested on, when not all of them. ``x`` is the numeric value of a swept setting (``setting``) for
+    figures; None for a labelled row.
     """
 
     group: str
@@ -115,6 +116,7 @@ class Row:
     seeds: tuple[int, ...] = ()
     setting: str | None = None
     x: float | None = None
+    cells: tuple[str, ...] | None = None
 
     def key(self) -> dict:
         """How the row was trained and tested, for comparing with the paper's rows."""
@@ -563,7 +565,8 @@ class Plan:
         if trained_on is not None:
             trained_on = ("all",) if trained_on == "all" else tuple(trained_on)
         row_seeds = tuple(self._seeds(extra["seeds"], f"{where}.seeds")) if "seeds" in extra else seeds
-        return Row(group, label, spec, variant, trained_on, row_seeds)
+        cells = tuple(extra["cells"]) if "cells" in extra else None
+        return Row(group, label, spec, variant, trained_on, row_seeds, cells=cells)
 
     def _check_variant(self, variant: str, spec: ModelSpec, where: str):
         kind = self.kind_of(spec.arch)
@@ -586,6 +589,15 @@ class Plan:
         out = []
         for row in self.table_rows(table):
             rwhere = f"{where}: row {row.label!r}"
+            tested = cells
+            if row.cells is not None:
+                for c in row.cells:
+                    if c not in cells:
+                        raise ConfigError(f"{rwhere}: cells names {c!r}, which is not among the table's cells "
+                                          f"({', '.join(cells)})")
+                if len(set(row.cells)) != len(row.cells):
+                    raise ConfigError(f"{rwhere}: cells lists a cell line twice")
+                tested = [c for c in cells if c in row.cells]  # in the table's column order
             if row.trained_on is not None:
                 together = list(cells) if row.trained_on == ("all",) else list(row.trained_on)
                 for c in together:
@@ -595,12 +607,12 @@ class Plan:
                 if len(together) < 2:
                     raise ConfigError(f"{rwhere}: trained_on (mixed-cell training) needs at least two cell lines")
                 rrow = replace(row, trained_on=tuple(together))
-                missing = [c for c in cells if c not in together]
+                missing = [c for c in tested if c not in together]
                 if missing:
                     raise ConfigError(f"{rwhere}: tested on {missing[0]}, which it is not trained on")
-                out += [Evaluation(table, rrow, c, Run(tuple(together), row.spec, s)) for c in cells for s in row.seeds]
+                out += [Evaluation(table, rrow, c, Run(tuple(together), row.spec, s)) for c in tested for s in row.seeds]
             else:
-                out += [Evaluation(table, row, c, Run((c,), row.spec, s)) for c in cells for s in row.seeds]
+                out += [Evaluation(table, row, c, Run((c,), row.spec, s)) for c in tested for s in row.seeds]
         return out
 
     def _tests(self) -> dict[str, list[tuple[str, str]]]:

@@ -18,6 +18,7 @@ This module is imported by the Snakefile: keep it free of heavy imports.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -117,6 +118,7 @@ class ModelSpec:
         return out
 
     @classmethod
+    @functools.lru_cache(maxsize=None)  # specs are frozen; a workflow's input functions parse each id many times
     def parse(cls, model_id: str) -> "ModelSpec":
         m = _MODEL_ID.match(model_id)
         if not m:

@@ -227,13 +227,16 @@ def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_o
     grid = Grid(spec["title"], ["", ""] + [f"{c} {LABELS[m]}" for c in cells for m in shown])
     by = summary.set_index(["group", "row", "cell", "metric"])
     differ: dict[str, list[str]] = {}  # how the paper trained a same-label row differently -> our rows
+    untested: dict[str, list[str]] = {}  # cell lines a row is not tested on (its cells:) -> our rows
     for (group, label) in dict.fromkeys(zip(summary["group"], summary["row"])):
         name = f"{group}: {label}" if group else label
         ours, theirs = [], []
         for c in cells:
+            if (group, label, c) not in by.index.droplevel("metric"):
+                untested.setdefault(c, []).append(name)
             for m in shown:
                 r = by.loc[(group, label, c, m)] if (group, label, c, m) in by.index else None
-                ours.append(_fmt(r["mean"], r["std"]) if r is not None else "")
+                ours.append(_fmt(r["mean"], r["std"]) if r is not None else "—")
                 theirs.append(_fmt(r["paper_mean"], r["paper_std"]) if r is not None else "")
         n = int(summary[(summary["group"] == group) & (summary["row"] == label)]["n_seeds"].max())
         grid.add("ours", [name, f"ours (n={n})"] + ours)
@@ -242,6 +245,8 @@ def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_o
         if notes[(group, label)]:
             how = notes[(group, label)].split(": ", 1)[1]  # the differences, without the row's label
             differ.setdefault(how, []).append(name)
+    for c, names in untested.items():
+        grid.notes.append(f"Not tested on {c} (the row's cells:): {', '.join(names)}.")
     for how, names in differ.items():
         grid.notes.append(f"{', '.join(names)}: the paper's row{'s' if len(names) > 1 else ''} of the same "
                           f"label {'were' if len(names) > 1 else 'was'} trained differently: {how}.")
