@@ -37,6 +37,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	@# byte-code for this package once (pip compiles only what it copies): every workflow job imports it, and
+	@# PYTHONDONTWRITEBYTECODE, where set, would have each one compile it again
+	$(BIN)/python -m compileall -q src
 	touch $@
 
 demo: setup

@@ -17,6 +17,12 @@ def job_log(snakemake):
     A failure is written as one ``ERROR:`` line naming the exception. Bad input (a DataError or an
     AssetError, whose message is one line naming the file) then ends the job with that one line on
     Snakemake's console and exit status 1; anything else is re-raised with its traceback (a bug).
+
+    The objects alive at entry (the imports: torch, Lightning, pandas) and, at exit, the job's own are
+    moved out of the garbage collector's reach (``gc.freeze``): the collector no longer walks them at
+    each full collection, nor once more at interpreter exit (1.3 s of every training job's end on a
+    2-core machine, 0.2 s frozen). Reference counting still frees them; only a cycle among them would
+    wait for the job's process to end.
     """
     gc.freeze()
     path = snakemake.log[0]
