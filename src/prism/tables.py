@@ -65,7 +65,8 @@ def _differences(ours: dict, theirs: dict) -> list[str]:
         if a != b:
             fa = "+".join(a) if isinstance(a, list) else a
             fb = "+".join(b) if isinstance(b, list) else b
-            out.append(f"{k} {fa if fa not in ('', None) else 'none'} vs {fb if fb not in ('', None) else 'none'}")
+            fb = "not stated" if b is None and k in SIZE_KEYS else fb  # the paper gives no HyenaDNA d_model
+            out.append(f"{k} {fa if fa not in ('', None) else 'none'} vs {fb if fb != '' else 'none'}")
     return out
 
 
@@ -228,11 +229,12 @@ def metrics_table(spec: dict, entries: list[dict], archs_hp: dict, csv_out, md_o
     by = summary.set_index(["group", "row", "cell", "metric"])
     differ: dict[str, list[str]] = {}  # how the paper trained a same-label row differently -> our rows
     untested: dict[str, list[str]] = {}  # cell lines a row is not tested on (its cells:) -> our rows
+    tested = set(by.index.droplevel("metric"))
     for (group, label) in dict.fromkeys(zip(summary["group"], summary["row"])):
         name = f"{group}: {label}" if group else label
         ours, theirs = [], []
         for c in cells:
-            if (group, label, c) not in by.index.droplevel("metric"):
+            if (group, label, c) not in tested:
                 untested.setdefault(c, []).append(name)
             for m in shown:
                 r = by.loc[(group, label, c, m)] if (group, label, c, m) in by.index else None
