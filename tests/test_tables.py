@@ -58,13 +58,19 @@ def test_paper_numbers_stand_only_beside_rows_trained_the_same_way(tmp_path):
     assert html.startswith("<!DOCTYPE html>") and "<table>" in html and "Table 1: gene expression" in html
 
 
-def test_a_row_trained_differently_says_how(tmp_path):
+def demo_table(table: str, root: Path) -> tuple[pd.DataFrame, str]:
+    """(summary, Markdown) of one demo table built from made-up evaluations."""
     cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    plan = Plan(cfg, workdir=str(tmp_path))
-    entries = fake_evaluations(plan, "table2", tmp_path)
-    out = [tmp_path / f"t2.{x}" for x in ("csv", "md", "html")]
-    s = metrics_table(plan.table_spec("table2"), entries, archs_hp(plan), *out, cell_map=cfg["paper_cells"],
+    plan = Plan(cfg, workdir=str(root))
+    entries = fake_evaluations(plan, table, root)
+    out = [root / f"{table}.{x}" for x in ("csv", "md", "html")]
+    s = metrics_table(plan.table_spec(table), entries, archs_hp(plan), *out, cell_map=cfg["paper_cells"],
                       log=lambda m: None)
+    return s, out[1].read_text()
+
+
+def test_a_row_trained_differently_says_how(tmp_path):
+    s, _ = demo_table("table2", tmp_path)
     assert s["paper_mean"].isna().all()  # demo scale: nothing was trained as the paper did
     note = s[(s["group"] == "K") & (s["row"] == "2")]["paper_note"].iloc[0]
     assert "length 200 vs 2000" in note and "d_model 16 vs 128" in note and "n_layer 1 vs 4" in note
@@ -73,17 +79,13 @@ def test_a_row_trained_differently_says_how(tmp_path):
 
 
 def test_a_row_not_tested_on_a_cell_line_shows_a_dash_and_says_why(tmp_path):
-    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    plan = Plan(cfg, workdir=str(tmp_path))
-    entries = fake_evaluations(plan, "table1", tmp_path)
-    out = [tmp_path / f"t1.{x}" for x in ("csv", "md", "html")]
-    s = metrics_table(plan.table_spec("table1"), entries, archs_hp(plan), *out, cell_map=cfg["paper_cells"],
-                      log=lambda m: None)
+    s, md = demo_table("table1", tmp_path)
     assert set(s[s["row"] == "Enformer"]["cell"]) == {"synthA"}
-    md = out[1].read_text()
     enformer = next(line for line in md.splitlines() if line.startswith("| Enformer |"))
     assert enformer.count("—") == 3  # synthB's three metrics
     assert "Not tested on synthB (the row's cells:): Enformer, HyenaDNA, EPInformer" in md
+    assert "HyenaDNA: the paper's row of the same label was trained differently: length 400 vs 200000; " \
+           "d_model 16 vs not stated" in md  # the paper gives no size for HyenaDNA
 
 
 def test_parameter_and_hyperparameter_tables(tmp_path):
